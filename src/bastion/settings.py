@@ -1,0 +1,178 @@
+"""Settings, read from ``BASTION_*`` environment variables and ``.env``.
+
+Secure by default: in ``production`` mode :meth:`Settings.check_production`
+refuses a configuration that would be unsafe and names every offending
+setting; in ``development`` mode missing secrets are generated and kept in a
+local file so a restart does not invalidate keys.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bastion.errors import ConfigurationError
+
+logger = logging.getLogger("bastion.settings")
+
+MIN_SECRET_KEY_LENGTH = 32
+"""Characters; a random 32-character secret carries well over 128 bits."""
+
+KeyAlgorithm = Literal["EdDSA", "ES256", "RS256"]
+
+
+class Mode(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every knob of a Bastion server; each field is ``BASTION_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BASTION_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    mode: Mode = Mode.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    issuer: str = Field(default="", description="Defaults to http://HOST:PORT.")
+    audience: str = Field(default="", description="Defaults to the issuer.")
+
+    database_url: str = "sqlite+aiosqlite:///./bastion.db"
+    redis_url: str | None = None
+
+    secret_key: SecretStr | None = None
+    secret_key_file: Path = Path(".bastion/secret_key")
+
+    access_token_ttl: int = Field(default=900, ge=30, le=86_400)
+    key_algorithm: KeyAlgorithm = "EdDSA"
+    token_leeway: int = Field(default=30, ge=0, le=300)
+    max_token_bytes: int = Field(default=8192, ge=512, le=65_536)
+    key_cache_ttl: int = Field(default=60, ge=1, le=3600)
+    verify_cache_size: int = Field(default=10_000, ge=0)
+
+    allow_registration: bool = True
+    allow_password_grant: bool = True
+
+    password_min_length: int = Field(default=8, ge=8, le=64)
+    password_max_length: int = Field(default=128, ge=64, le=1024)
+
+    argon2_memory_cost: int = Field(default=19_456, ge=8_192, description="KiB")
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_origins(cls, data: object) -> object:
+        """Accept ``BASTION_CORS_ORIGINS=https://a,https://b`` as well as a list."""
+        if isinstance(data, dict):
+            raw = data.get("cors_origins")
+            if isinstance(raw, str):
+                data = {**data, "cors_origins": [o.strip() for o in raw.split(",") if o.strip()]}
+        return data
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if not self.issuer:
+            object.__setattr__(self, "issuer", f"http://{self.host}:{self.port}")
+        object.__setattr__(self, "issuer", self.issuer.rstrip("/"))
+        if not self.audience:
+            object.__setattr__(self, "audience", self.issuer)
+        if self.password_min_length > self.password_max_length:
+            raise ValueError("password_min_length must not exceed password_max_length")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.mode is Mode.PRODUCTION
+
+    def production_problems(self) -> list[str]:
+        """Why this configuration is unsafe for production; empty when it is fine."""
+        problems: list[str] = []
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not key:
+            problems.append("BASTION_SECRET_KEY is not set")
+        elif len(key) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"BASTION_SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        if _is_insecure_url(self.issuer):
+            problems.append(
+                f"BASTION_ISSUER must use https:// (got {self.issuer!r}); "
+                "plain http is allowed only on loopback"
+            )
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            problems.append(
+                "BASTION_CORS_ORIGINS contains '*' while BASTION_CORS_ALLOW_CREDENTIALS is true"
+            )
+        return problems
+
+    def check_production(self) -> None:
+        """Raise :class:`ConfigurationError` if production mode is unsafe."""
+        if self.is_production:
+            problems = self.production_problems()
+            if problems:
+                raise ConfigurationError(problems)
+
+    def resolved_secret_key(self) -> SecretStr:
+        """The key that encrypts private signing keys at rest.
+
+        Production must set ``BASTION_SECRET_KEY``. Development generates one
+        into ``secret_key_file`` (mode 0600) on first use and keeps it, so keys
+        stay readable across restarts; it says so once, at start.
+        """
+        if self.secret_key is not None:
+            return self.secret_key
+        if self.is_production:
+            raise ConfigurationError(["BASTION_SECRET_KEY is not set"])
+        return SecretStr(_load_or_create_dev_secret(self.secret_key_file))
+
+
+def _is_insecure_url(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return False
+    if parts.scheme != "http":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def _load_or_create_dev_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value)
+    logger.warning(
+        "development mode: generated a local secret key in %s; "
+        "set BASTION_SECRET_KEY before running in production",
+        path,
+    )
+    return value
