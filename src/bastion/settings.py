@@ -67,6 +67,10 @@ class Settings(BaseSettings):
 
     allow_registration: bool = True
     allow_password_grant: bool = True
+    scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["profile", "email"],
+        description="Scopes this server grants (RFC 6749 §3.3); all of them when none is asked.",
+    )
 
     password_min_length: int = Field(default=8, ge=8, le=64)
     password_max_length: int = Field(default=128, ge=64, le=1024)
@@ -82,12 +86,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_origins(cls, data: object) -> object:
+    def _split_lists(cls, data: object) -> object:
         """Accept ``BASTION_CORS_ORIGINS=https://a,https://b`` as well as a list."""
         if isinstance(data, dict):
-            raw = data.get("cors_origins")
-            if isinstance(raw, str):
-                data = {**data, "cors_origins": [o.strip() for o in raw.split(",") if o.strip()]}
+            for name in ("cors_origins", "scopes"):
+                raw = data.get(name)
+                if isinstance(raw, str):
+                    data = {
+                        **data,
+                        name: [v.strip() for v in raw.replace(" ", ",").split(",") if v.strip()],
+                    }
         return data
 
     @model_validator(mode="after")

@@ -1,0 +1,5 @@
+"""Bastion: secure-by-default authentication and authorization for FastAPI."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

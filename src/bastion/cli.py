@@ -1,0 +1,148 @@
+"""The ``bastion`` command. Each command calls the same services as the HTTP
+routes; none holds logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from bastion.core import Bastion
+from bastion.errors import BastionError, ConfigurationError
+from bastion.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Bastion: authentication and authorization server.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+        settings.check_production()
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # pydantic's ValidationError: a malformed setting
+        typer.echo(f"error: invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+def _run(work: Callable[[Bastion], Awaitable[T]]) -> T:
+    """Run one service call against a Bastion built from the environment."""
+
+    async def main() -> T:
+        bastion = Bastion(_settings())
+        try:
+            return await work(bastion)
+        finally:
+            await bastion.shutdown()
+
+    try:
+        return asyncio.run(main())
+    except BastionError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides BASTION_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides BASTION_PORT.")] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Run the auth server (uvicorn, one worker)."""
+    import uvicorn
+
+    if host is not None:
+        os.environ["BASTION_HOST"] = host
+    if port is not None:
+        os.environ["BASTION_PORT"] = str(port)
+    settings = _settings()
+    uvicorn.run(
+        "bastion.server.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        reload=reload,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from bastion.stores.sql.migrate import upgrade
+
+    settings = _settings()
+    asyncio.run(upgrade(settings.database_url, revision))
+    typer.echo(f"database at revision {revision}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="The account's email address.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    username: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create a user. The password is read from stdin, never from the command
+    line, where it would land in shell history and the process list."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = _run(lambda b: b.accounts.register(email=email, password=password, username=username))
+    typer.echo(f"created user {user.id} <{user.email}>")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new active signing key; the old public key stays in the JWKS until
+    every token it signed has expired."""
+    record = _run(lambda b: b.keys.rotate())
+    typer.echo(f"new active key {record.kid} ({record.algorithm})")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Show every signing key and whether it signs, is still published, or is retired."""
+
+    async def work(b: Bastion) -> list[str]:
+        records = await b.keys.list_keys()
+        published = {key["kid"] for key in (await b.keys.jwks())["keys"]}
+        rows = []
+        for r in records:
+            state = "active" if r.is_active else ("published" if r.kid in published else "expired")
+            retired = r.retired_at.isoformat() if r.retired_at else "-"
+            rows.append(f"{r.kid}\t{r.algorithm}\t{state}\t{r.created_at.isoformat()}\t{retired}")
+        return rows
+
+    rows = _run(work)
+    typer.echo("kid\talgorithm\tstate\tcreated\tretired")
+    for row in rows:
+        typer.echo(row)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

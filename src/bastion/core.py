@@ -1,0 +1,122 @@
+"""One Bastion instance: settings wired to stores, services and the guard.
+
+The same object serves both ways in. ``bastion serve`` wraps it in an app
+(:func:`bastion.server.app.create_app`); an embedding application does
+``app.include_router(bastion.router)`` and uses ``bastion.current_principal``
+in its own routes, with ``lifespan=bastion.lifespan``. Everything is built
+eagerly and without I/O in ``__init__``; :meth:`startup` touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from bastion.accounts import AccountService
+from bastion.clock import Clock, SystemClock
+from bastion.guard import BearerGuard, TokenVerifier
+from bastion.keys import LocalKeyManager
+from bastion.password_policy import PasswordPolicy
+from bastion.passwords import PasswordHasher
+from bastion.settings import Settings
+from bastion.stores.sql import SqlKeyStore, SqlUserStore, create_engine, create_sessionmaker
+from bastion.tokens.access import AccessTokenIssuer
+from bastion.tokens.grants import GrantService
+
+logger = logging.getLogger("bastion")
+
+TOKEN_PATH = "/oauth/token"
+
+
+class Bastion:
+    """The wiring of one Bastion: build once per process, share everywhere."""
+
+    def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
+        self.settings = settings = settings or Settings()
+        settings.check_production()
+        self.clock = clock = clock or SystemClock()
+
+        self.engine = create_engine(settings.database_url)
+        sessions = create_sessionmaker(self.engine)
+        self.users = SqlUserStore(sessions)
+        self.key_store = SqlKeyStore(sessions)
+
+        self.hasher = PasswordHasher(
+            memory_cost=settings.argon2_memory_cost,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        )
+        self.policy = PasswordPolicy(
+            min_length=settings.password_min_length, max_length=settings.password_max_length
+        )
+        self.accounts = AccountService(self.users, self.hasher, self.policy, clock)
+
+        self.keys = LocalKeyManager(
+            self.key_store,
+            settings.resolved_secret_key(),
+            settings.key_algorithm,
+            clock,
+            access_token_ttl=settings.access_token_ttl,
+            leeway=settings.token_leeway,
+            cache_ttl=settings.key_cache_ttl,
+        )
+        self.tokens = AccessTokenIssuer(
+            self.keys,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            ttl=settings.access_token_ttl,
+            clock=clock,
+        )
+        self.grants = GrantService(
+            self.accounts,
+            self.tokens,
+            scopes_supported=settings.scopes,
+            password_grant_enabled=settings.allow_password_grant,
+        )
+        self.verifier = TokenVerifier(
+            self.keys,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.token_leeway,
+            max_token_bytes=settings.max_token_bytes,
+            clock=clock,
+            cache_size=settings.verify_cache_size,
+        )
+        self.current_principal = BearerGuard(
+            self.verifier, token_url=TOKEN_PATH, scheme_name="bastion"
+        )
+
+        from bastion.server.routes import build_router  # the edge depends on the core
+
+        self.router: APIRouter = build_router(self)
+
+    async def startup(self) -> None:
+        """Make sure a signing key exists (the first start creates one)."""
+        await self.keys.ensure_active_key()
+
+    async def shutdown(self) -> None:
+        await self.engine.dispose()
+
+    async def database_ok(self) -> bool:
+        """Whether the database answers a trivial query, for ``/health``."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:  # any driver error means "down" here, and only here
+            logger.warning("health check: database unreachable", exc_info=True)
+            return False
+        return True
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """A FastAPI ``lifespan`` that starts and stops this instance."""
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()

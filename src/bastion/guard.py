@@ -1,0 +1,314 @@
+"""The guard: what a resource server imports to accept Bastion's access tokens.
+
+    keys = RemoteJWKS("https://auth.example.com/.well-known/jwks.json")
+    verifier = TokenVerifier(keys, issuer="https://auth.example.com",
+                             audience="https://api.example.com")
+    current_principal = BearerGuard(verifier)
+
+    @app.get("/notes")
+    async def notes(p: Annotated[Principal, Security(current_principal, scopes=["notes:read"])]):
+        ...
+
+:class:`BearerGuard` is a ``fastapi.security`` scheme, so OpenAPI shows it and
+scopes go through ``Security(..., scopes=[...])``. It reads the RFC 6750 §2.1
+``Authorization: Bearer`` header and answers per RFC 6750 §3: 401 with
+``WWW-Authenticate: Bearer`` when no token came, 401 ``invalid_token`` for a
+bad one, 403 ``insufficient_scope`` when a scope is missing. Never 422, never
+500: a key source that fails makes the token invalid (and is logged).
+
+:class:`TokenVerifier` remembers tokens it has accepted until their ``exp``, so
+a repeated request costs a dictionary lookup, not a signature check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Final
+
+from fastapi import HTTPException, Request
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.openapi.models import OAuth2 as OAuth2Model
+from fastapi.openapi.models import OAuthFlowPassword, OAuthFlows
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
+
+from bastion.clock import Clock, SystemClock
+from bastion.errors import InsufficientScope, InvalidToken
+from bastion.jwt import MAX_TOKEN_BYTES, AccessTokenClaims, verify_access_token
+from bastion.keys import KeySource, RemoteJWKS
+
+__all__ = [
+    "AccessTokenClaims",
+    "BearerChallenge",
+    "BearerGuard",
+    "KeySource",
+    "Principal",
+    "RemoteJWKS",
+    "TokenVerifier",
+    "insufficient_scope_error",
+    "invalid_token_error",
+    "not_authenticated_error",
+    "www_authenticate",
+]
+
+logger = logging.getLogger("bastion.guard")
+
+NOT_AUTHENTICATED: Final = "Not authenticated"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as proven by a verified access token."""
+
+    subject: str
+    """The token's ``sub``: a user id, or a client id for machine tokens."""
+
+    scopes: frozenset[str]
+    """Granted scopes (``scope`` claim)."""
+
+    roles: tuple[str, ...]
+    """Role names (``roles`` claim)."""
+
+    client_id: str
+    """The OAuth client the token was issued to."""
+
+    claims: AccessTokenClaims = field(repr=False)
+    """Everything verified, for claims the fields above do not cover."""
+
+    token_id: str | None
+    """The token's ``jti``, for audit logs and revocation."""
+
+    @classmethod
+    def from_claims(cls, claims: AccessTokenClaims) -> Principal:
+        return cls(
+            subject=claims.subject,
+            scopes=claims.scopes,
+            roles=claims.roles,
+            client_id=claims.client_id,
+            claims=claims,
+            token_id=claims.jwt_id,
+        )
+
+    def has_scopes(self, *scopes: str) -> bool:
+        """Whether every one of ``scopes`` was granted."""
+        return self.scopes.issuperset(scopes)
+
+
+class TokenVerifier:
+    """Verifies access tokens against a :class:`KeySource` and caches successes.
+
+    The cache is keyed by the exact token string, bounded to ``cache_size``
+    entries (the oldest goes first; 0 disables it) and an entry is never
+    served at or after the token's ``exp``, checked against the clock on every
+    hit. Only accepted tokens are cached: a negative cache would be filled with
+    strings an attacker chooses, and rejection is already cheap before the
+    signature (shape, header, unknown ``kid``) or bounded by the key source's
+    refetch limit after it.
+
+    Caching trades one thing: a token stays accepted until its ``exp`` even if
+    its key is withdrawn from the JWKS early. Access tokens are short-lived
+    (RFC 9068 §5 suggests so), which bounds that window; a denylist (strict
+    mode) must be consulted outside this cache.
+    """
+
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: int = 30,
+        max_token_bytes: int = MAX_TOKEN_BYTES,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        if leeway < 0 or cache_size < 0 or max_token_bytes <= 0:
+            raise ValueError("leeway and cache_size must be >= 0, max_token_bytes > 0")
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.max_token_bytes = max_token_bytes
+        self._clock: Clock = clock or SystemClock()
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal of an already verified, unexpired token; no I/O, no crypto."""
+        entry = self._cache.get(token)
+        if entry is None:
+            return None
+        if self._clock.timestamp() < entry[0]:
+            return entry[1]
+        self._cache.pop(token, None)
+        return None
+
+    async def authenticate(self, token: str) -> Principal:
+        """Verify ``token`` (or find it cached); :class:`InvalidToken` otherwise."""
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        claims = await verify_access_token(
+            token,
+            self.keys,
+            issuer=self.issuer,
+            audience=self.audience,
+            clock=self._clock,
+            leeway=self.leeway,
+            max_token_bytes=self.max_token_bytes,
+        )
+        principal = Principal.from_claims(claims)
+        if self._cache_size and self._clock.timestamp() < claims.expires_at:
+            cache = self._cache
+            while len(cache) >= self._cache_size:
+                cache.popitem(last=False)
+            cache[token] = (claims.expires_at, principal)
+        return principal
+
+    async def verify(self, token: str) -> AccessTokenClaims:
+        """The verified claims of ``token``; :class:`InvalidToken` on any failure."""
+        return (await self.authenticate(token)).claims
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+# ------------------------------------------------------------------ HTTP answers
+
+
+def _quoted(value: str) -> str:
+    """RFC 6750 §3: attribute values use %x20-21 / %x23-5B / %x5D-7E only, so
+    quotes, backslashes and control characters are dropped, not escaped."""
+    return "".join(c for c in value if " " <= c <= "~" and c not in '"\\')
+
+
+def www_authenticate(
+    error: str | None = None, description: str | None = None, scope: str | None = None
+) -> str:
+    """The one place the RFC 6750 §3 ``WWW-Authenticate`` challenge is built."""
+    params = []
+    if error:
+        params.append(f'error="{_quoted(error)}"')
+    if description:
+        params.append(f'error_description="{_quoted(description)}"')
+    if scope:
+        params.append(f'scope="{_quoted(scope)}"')
+    return "Bearer " + ", ".join(params) if params else "Bearer"
+
+
+class BearerChallenge(HTTPException):
+    """An RFC 6750 §3 error answer: status, a generic ``detail`` and the
+    ``WWW-Authenticate`` challenge. ``error`` is the §3.1 code, if any."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        scope: str | None = None,
+    ) -> None:
+        super().__init__(
+            status_code,
+            detail,
+            headers={"WWW-Authenticate": www_authenticate(error, description, scope)},
+        )
+        self.error = error
+
+
+def not_authenticated_error() -> BearerChallenge:
+    """401 without an error code: no credentials came (RFC 6750 §3.1, last paragraph)."""
+    return BearerChallenge(401, NOT_AUTHENTICATED)
+
+
+def invalid_token_error() -> BearerChallenge:
+    """401 ``invalid_token`` (RFC 6750 §3.1), with the same generic text for every cause."""
+    detail = InvalidToken.default_detail
+    return BearerChallenge(401, detail, error="invalid_token", description=detail)
+
+
+def insufficient_scope_error(required: list[str]) -> BearerChallenge:
+    """403 ``insufficient_scope`` naming the scopes the resource needs (RFC 6750 §3.1)."""
+    detail = InsufficientScope.default_detail
+    return BearerChallenge(
+        403,
+        detail,
+        error="insufficient_scope",
+        description=detail,
+        scope=" ".join(dict.fromkeys(required)),
+    )
+
+
+# ------------------------------------------------------------------ the scheme
+
+
+class BearerGuard(SecurityBase):
+    """A FastAPI security scheme that turns a bearer token into a :class:`Principal`.
+
+    With ``token_url`` the OpenAPI document describes an OAuth2 password flow,
+    so Swagger UI's Authorize button can log in; without it, HTTP bearer.
+    ``scopes`` (name → description) documents the scopes in that flow.
+
+    ``auto_error=False`` returns ``None`` when no bearer token was sent, for
+    optional authentication; a token that *was* sent and is bad is still a 401,
+    and a missing scope still a 403: a broken credential never silently turns
+    into an anonymous caller.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        *,
+        auto_error: bool = True,
+        scheme_name: str | None = None,
+        description: str | None = None,
+        token_url: str | None = None,
+        scopes: dict[str, str] | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.auto_error = auto_error
+        self.scheme_name = scheme_name or type(self).__name__
+        if token_url is not None:
+            self.model = OAuth2Model(
+                flows=OAuthFlows(
+                    password=OAuthFlowPassword(tokenUrl=token_url, scopes=dict(scopes or {}))
+                ),
+                description=description,
+            )
+        else:
+            self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
+
+    async def __call__(self, request: Request, security_scopes: SecurityScopes) -> Principal | None:
+        # Hot path: one header read, one dict lookup on a cached token.
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if token and scheme.lower() == "bearer":
+                principal = self.verifier.cached(token)
+                if principal is None:
+                    principal = await self._authenticate(token)
+                required = security_scopes.scopes
+                if required and not principal.scopes.issuperset(required):
+                    logger.debug("bearer token lacks scopes %s", required)
+                    raise insufficient_scope_error(required)
+                return principal
+        if self.auto_error:
+            raise not_authenticated_error()
+        return None
+
+    async def _authenticate(self, token: str) -> Principal:
+        if " " in token:  # RFC 6750 §2.1: exactly one b64token after the scheme
+            logger.debug("bearer token rejected: more than one credential in the header")
+            raise invalid_token_error()
+        try:
+            return await self.verifier.authenticate(token)
+        except InvalidToken as exc:
+            logger.debug("bearer token rejected: %s", exc.__cause__ or exc)
+            raise invalid_token_error() from None
+        except Exception:
+            # A bug or an outage, not a bad token: say so loudly, but fail closed.
+            logger.warning("bearer token verification failed unexpectedly", exc_info=True)
+            raise invalid_token_error() from None

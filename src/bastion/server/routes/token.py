@@ -1,0 +1,107 @@
+"""``POST /oauth/token``: the OAuth 2.0 token endpoint (RFC 6749 §3.2).
+
+Every failure here answers in the RFC 6749 §5.2 shape, including the ones
+FastAPI would otherwise answer itself (a body that is not a form, a field
+that fails validation), through :class:`OAuthRoute`. Successful answers carry
+``Cache-Control: no-store`` (§5.1).
+
+The form mirrors FastAPI's ``OAuth2PasswordRequestForm`` field for field, so
+the Swagger UI "Authorize" button works, but takes ``grant_type`` as free text:
+an unknown grant must answer ``unsupported_grant_type``, not a validation error.
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the route
+# signatures at runtime, and they refer to the local `bastion`.
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bastion.errors import InvalidRequest, UnsupportedGrantType
+from bastion.server.errors import NO_STORE, oauth_error_response
+from bastion.server.schemas import OAuthErrorBody, TokenResponse
+from bastion.tokens.grants import PasswordGrantRequest
+
+if TYPE_CHECKING:
+    from bastion.core import Bastion
+
+MAX_FIELD = 4096
+"""Characters; longer values are ``invalid_request`` before any work is done."""
+
+
+class OAuthRoute(APIRoute):
+    """A route whose framework-level failures are RFC 6749 §5.2 errors."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def oauth_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                return oauth_error_response(InvalidRequest("The request is malformed."))
+            except StarletteHTTPException as exc:
+                if exc.status_code == 400:  # an unparseable body
+                    return oauth_error_response(InvalidRequest("The request body is malformed."))
+                raise
+
+        return oauth_handler
+
+
+FormField = Annotated[str | None, Form()]
+
+
+def _required(name: str, value: str | None) -> str:
+    if not value:
+        raise InvalidRequest(f"The {name} parameter is missing.")
+    return value
+
+
+def build(bastion: "Bastion") -> APIRouter:
+    router = APIRouter(prefix="/oauth", tags=["oauth"], route_class=OAuthRoute)
+
+    @router.post(
+        "/token",
+        response_model=TokenResponse,
+        responses={
+            400: {"model": OAuthErrorBody, "description": "RFC 6749 §5.2 error"},
+            401: {"model": OAuthErrorBody, "description": "invalid_client"},
+        },
+    )
+    async def token(
+        response: Response,
+        grant_type: FormField = None,
+        username: FormField = None,
+        password: FormField = None,
+        scope: FormField = None,
+        client_id: FormField = None,
+        client_secret: FormField = None,
+    ) -> TokenResponse:
+        """Issue an access token.
+
+        ``grant_type=password`` (RFC 6749 §4.3) is for Bastion's own first-party
+        login only (RFC 9700 §2.4); third-party apps get other grants.
+        """
+        fields = (grant_type, username, password, scope, client_id, client_secret)
+        if any(value is not None and len(value) > MAX_FIELD for value in fields):
+            raise InvalidRequest("A parameter is too long.")
+        grant = _required("grant_type", grant_type)
+        if grant != "password" or not bastion.grants.password_grant_enabled:
+            raise UnsupportedGrantType(f"The grant type {grant[:64]!r} is not supported.")
+        issued = await bastion.grants.password(
+            PasswordGrantRequest(
+                username=_required("username", username),
+                password=_required("password", password),
+                scope=scope,
+                client_id=client_id,
+            )
+        )
+        response.headers.update(NO_STORE)
+        return TokenResponse(
+            access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+        )
+
+    return router

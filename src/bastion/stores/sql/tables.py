@@ -1,0 +1,132 @@
+"""The SQL schema, as typed SQLAlchemy models; Alembic migrations mirror it.
+
+Constraint and index names come from :data:`NAMING_CONVENTION`, so a migration
+names them the same way on every backend and a later ``ALTER`` can find them.
+``tests/stores/test_migrations.py`` checks that the migrations and these models
+agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "SigningKeyRow",
+    "UTCDateTime",
+    "UserRow",
+    "as_utc",
+    "metadata",
+]
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+EMAIL_MAX_LENGTH = 320
+"""RFC 5321 §4.5.3.1: 64 for the local part, @, 255 for the domain."""
+
+USERNAME_MAX_LENGTH = 64
+PASSWORD_HASH_MAX_LENGTH = 512
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that always comes back as aware UTC.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones and hands back
+    naive values, so they are written as naive UTC and read back with
+    ``tzinfo=UTC``. A naive datetime is refused on the way in: its zone would be
+    a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive datetime is a programming error (its zone
+    would be a guess), so it raises :class:`ValueError`."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime given; pass an aware UTC datetime")
+    return moment.astimezone(UTC)
+
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    email_canonical: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)
+    username: Mapped[str | None] = mapped_column(String(USERNAME_MAX_LENGTH))
+    username_canonical: Mapped[str | None] = mapped_column(String(USERNAME_MAX_LENGTH), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(PASSWORD_HASH_MAX_LENGTH))
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    email_verified: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SigningKeyRow(Base):
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    encrypted_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+# At most one active key, enforced by the database: every active row has the
+# same value (true) in this partial unique index. Rotation takes a lock first
+# (see SqlKeyStore.activate); this is the backstop.
+Index(
+    "uq_signing_keys_one_active",
+    SigningKeyRow.retired_at.is_(None),
+    unique=True,
+    sqlite_where=SigningKeyRow.retired_at.is_(None),
+    postgresql_where=SigningKeyRow.retired_at.is_(None),
+)

@@ -1,0 +1,172 @@
+"""Fixtures that run the store contract suite on every SQL backend.
+
+``backend`` is ``"sqlite"`` or ``"postgres"``. Per backend and test session one
+database is created and migrated with the real migrations
+(``database_url``); each test gets a fresh engine over it with the tables
+emptied (``engine``, ``sessionmaker``, ``user_store``, ``key_store``).
+``empty_database_url`` gives a brand-new, unmigrated database per test.
+
+PostgreSQL is real: ``BASTION_TEST_POSTGRES_URL`` (default
+``postgresql+asyncpg://postgres@127.0.0.1:5432/test``) names a server and a
+maintenance database; test databases ``bastion_t_<hex>`` are created beside it
+and dropped ``WITH (FORCE)`` afterwards. When the server cannot be reached
+the PostgreSQL tests skip locally and fail when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bastion.stores.sql import (
+    SqlKeyStore,
+    SqlUserStore,
+    create_engine,
+    create_sessionmaker,
+    upgrade,
+)
+from bastion.stores.sql.tables import metadata
+
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("BASTION_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    """A DSN asyncpg itself understands (no ``+asyncpg`` driver suffix)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _postgres_admin() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(_asyncpg_dsn(postgres_admin_url()), timeout=5)
+    except (OSError, asyncpg.PostgresError) as e:
+        reason = f"PostgreSQL unreachable at {postgres_admin_url()}: {e!r}"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database; yields its SQLAlchemy URL."""
+    name = f"bastion_t_{secrets.token_hex(6)}"
+    admin = await _postgres_admin()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield (
+                make_url(postgres_admin_url())
+                .set(database=name)
+                .render_as_string(hide_password=False)
+            )
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+async def database_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """A database migrated to head, shared by the session's tests on ``backend``."""
+    if backend == "sqlite":
+        url = sqlite_url(tmp_path_factory.mktemp("sqlite") / "bastion.db")
+        await upgrade(url)
+        yield url
+        return
+    async with postgres_database() as url:
+        await upgrade(url)
+        yield url
+
+
+@pytest.fixture
+async def empty_database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A new database with no tables at all."""
+    if backend == "sqlite":
+        yield sqlite_url(tmp_path / "empty" / "bastion.db")
+        return
+    async with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def broken_database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL whose database cannot be opened: a directory for SQLite, a closed
+    port for PostgreSQL."""
+    if backend == "postgres":
+        yield "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
+        return
+    before = set(threading.enumerate())
+    yield sqlite_url(tmp_path)
+    # aiosqlite answers a failed connect by queueing a stop whose result its
+    # worker thread posts to the event loop later; wait for those threads, or
+    # they post to a loop the test runner has closed.
+    for thread in set(threading.enumerate()) - before:
+        if "_connection_worker_thread" in thread.name:
+            await anyio.to_thread.run_sync(thread.join, 5)
+
+
+async def _empty_tables(engine: AsyncEngine) -> None:
+    names = [table.name for table in reversed(metadata.sorted_tables)]
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(names)}"))
+        else:
+            for name in names:
+                await connection.execute(text(f"DELETE FROM {name}"))  # noqa: S608 (table names from metadata)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine over the session's migrated database, its tables emptied."""
+    engine = create_engine(database_url)
+    try:
+        await _empty_tables(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture
+def user_store(sessionmaker: async_sessionmaker[AsyncSession]) -> SqlUserStore:
+    return SqlUserStore(sessionmaker)
+
+
+@pytest.fixture
+def key_store(sessionmaker: async_sessionmaker[AsyncSession]) -> SqlKeyStore:
+    return SqlKeyStore(sessionmaker)
