@@ -96,8 +96,19 @@ class Bastion:
         self.router: APIRouter = build_router(self)
 
     async def startup(self) -> None:
-        """Make sure a signing key exists (the first start creates one)."""
+        """Make sure a signing key exists (the first start creates one), and pay
+        the one-off costs now rather than in the first user's request: the
+        dummy hash that makes unknown-user logins cost a real verification, and
+        the common-password list."""
+        if not self.settings.is_production and self.settings.secret_key is None:
+            logger.warning(
+                "development mode: private signing keys are encrypted with the generated "
+                "secret in %s; set BASTION_SECRET_KEY for production",
+                self.settings.secret_key_file,
+            )
         await self.keys.ensure_active_key()
+        await self.hasher.warm_up()
+        _ = self.policy.common_passwords  # loads the list once, at start
 
     async def shutdown(self) -> None:
         await self.engine.dispose()

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     max_token_bytes: int = Field(default=8192, ge=512, le=65_536)
     key_cache_ttl: int = Field(default=60, ge=1, le=3600)
     verify_cache_size: int = Field(default=10_000, ge=0)
+    max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger bodies get 413.")
 
     allow_registration: bool = True
     allow_password_grant: bool = True

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from bastion import __version__
+from bastion._version import __version__
 from bastion.clock import Clock
 from bastion.core import Bastion
+from bastion.middleware import BodySizeLimit
 from bastion.server.errors import install_error_handlers
 from bastion.settings import Settings
 
@@ -29,6 +30,7 @@ def create_app(
     app.state.bastion = bastion
     install_error_handlers(app)
     app.include_router(bastion.router)
+    app.add_middleware(BodySizeLimit, max_bytes=bastion.settings.max_body_bytes)
     return app
 
 
