@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI, Security
 
 import bastion.guard
+import bastion.jwt
 from bastion.clock import FrozenClock
 from bastion.errors import InsufficientScope, InvalidToken
 from bastion.guard import (
@@ -33,8 +34,7 @@ ISS = "https://auth.example"
 AUD = "https://api.example"
 KEY = SigningKey("k1", "EdDSA", ed25519.Ed25519PrivateKey.generate())
 INVALID = (
-    'Bearer error="invalid_token", '
-    'error_description="The access token is invalid or has expired."'
+    'Bearer error="invalid_token", error_description="The access token is invalid or has expired."'
 )
 
 
@@ -193,7 +193,9 @@ async def test_bad_token_gets_invalid_token(
     client: httpx.AsyncClient, clock: FrozenClock, claims: dict[str, Any]
 ) -> None:
     """A bad token: 401 with error="invalid_token" and the same text whatever the cause."""
-    response = await client.get("/me", headers={"Authorization": f"Bearer {token(clock, **claims)}"})
+    response = await client.get(
+        "/me", headers={"Authorization": f"Bearer {token(clock, **claims)}"}
+    )
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == INVALID
     assert response.json() == {"detail": InvalidToken.default_detail}
@@ -220,7 +222,9 @@ async def test_all_scopes_present_passes(client: httpx.AsyncClient, clock: Froze
     assert response.status_code == 200
 
 
-async def test_valid_token_gives_the_principal(client: httpx.AsyncClient, clock: FrozenClock) -> None:
+async def test_valid_token_gives_the_principal(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
     """The handler receives a Principal built from the verified claims."""
     response = await client.get("/me", headers={"Authorization": f"Bearer {token(clock)}"})
     assert response.status_code == 200
@@ -310,16 +314,12 @@ async def test_openapi_lists_the_oauth2_scheme_and_scopes(client: httpx.AsyncCli
     document = (await client.get("/openapi.json")).json()
     assert document["components"]["securitySchemes"]["BearerGuard"] == {
         "type": "oauth2",
-        "flows": {
-            "password": {"tokenUrl": "/oauth/token", "scopes": {"notes:read": "Read notes"}}
-        },
+        "flows": {"password": {"tokenUrl": "/oauth/token", "scopes": {"notes:read": "Read notes"}}},
     }
     paths = document["paths"]
     assert paths["/me"]["get"]["security"] == [{"BearerGuard": []}]
     assert paths["/notes"]["get"]["security"] == [{"BearerGuard": ["notes:read"]}]
-    assert paths["/notes"]["delete"]["security"] == [
-        {"BearerGuard": ["notes:read", "notes:admin"]}
-    ]
+    assert paths["/notes"]["delete"]["security"] == [{"BearerGuard": ["notes:read", "notes:admin"]}]
     assert "422" not in paths["/me"]["get"]["responses"]
 
 
@@ -350,7 +350,7 @@ async def test_repeat_request_is_served_from_the_cache(
 ) -> None:
     """The same token again costs no key lookup and no signature check."""
     checks: list[str] = []
-    real = bastion.guard.verify_access_token
+    real = bastion.jwt.verify_access_token
 
     async def counting(token: str, *args: Any, **kwargs: Any) -> Any:
         checks.append("verify")

@@ -258,7 +258,8 @@ def _foreign_jwk(key: Any, alg: str, kid: str = "foreign") -> dict[str, Any]:
         pytest.param(lambda: _jwk(x="!!!"), "does not load", id="x-garbage"),
         pytest.param(
             lambda: _foreign_jwk(
-                rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key(),
+                # Deliberately weak, to prove it is refused.
+                rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key(),  # noqa: S505
                 "RS256",
             ),
             "out of range",

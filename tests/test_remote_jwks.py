@@ -81,7 +81,7 @@ class JWKSServer:
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/.well-known/jwks.json"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,), daemon=True)
 
     def __enter__(self) -> "JWKSServer":
         self._thread.start()
@@ -168,7 +168,7 @@ async def test_unknown_kid_refetches_at_most_once_per_interval(
 async def test_concurrent_unknown_kids_share_one_fetch(
     remote: RemoteJWKS, server: JWKSServer, clock: FrozenClock
 ) -> None:
-    """50 concurrent lookups of unknown kids, held behind one slow fetch, cost 1 request."""
+    """50 concurrent unknown-kid lookups wait for one in-flight fetch and share it."""
     await remote.get("ed")
     clock.advance(30)
     server.document = jwks(ED, NEW)
@@ -336,7 +336,9 @@ async def test_rotation_at_the_issuer_is_picked_up(
     assert server.hits == 2
 
 
-async def test_injected_client_is_used_and_left_open(server: JWKSServer, clock: FrozenClock) -> None:
+async def test_injected_client_is_used_and_left_open(
+    server: JWKSServer, clock: FrozenClock
+) -> None:
     """A caller's httpx client is used for the fetch and not closed by aclose()."""
     async with httpx.AsyncClient() as client:
         remote = RemoteJWKS(server.url, client=client, clock=clock)

@@ -641,8 +641,10 @@ class RemoteJWKS:
         now = self._clock.timestamp()
         if keys is not None and now < self._expires_at:
             key = keys.get(kid)
-            if key is not None or now - self._last_attempt < self._min_interval:
+            if key is not None:
                 return key
+            if now - self._last_attempt < self._min_interval and not self._lock.locked():
+                return None  # fetched a moment ago, and no fetch in flight to wait for
         return (await self._refresh(kid)).get(kid)
 
     async def _refresh(self, kid: str) -> Mapping[str, VerificationKey]:

@@ -33,10 +33,9 @@ class BodySizeLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length":
-                try:
-                    too_large = int(value) > self.max_bytes
-                except ValueError:
-                    too_large = True  # a malformed length is refused, not guessed at
+                # RFC 9110 §8.6: 1*DIGIT. int() would also take "-1", "+5", " 5"
+                # and "1_0"; a malformed length is refused, not guessed at.
+                too_large = not value.isdigit() or int(value) > self.max_bytes
                 if too_large:
                     await _send_too_large(send)
                     return
@@ -44,18 +43,27 @@ class BodySizeLimit:
 
         received = 0
         response_started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # The 413 is sent here, not when the exception comes back out of
+            # the app: frameworks catch errors raised while reading the body
+            # (FastAPI turns them into its own 400), so it may never come back.
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if not response_started and not refused:
+                        refused = True
+                        await _send_too_large(send)
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
+            if refused:
+                return  # the 413 went out; the app's answer to the aborted read is dropped
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
@@ -63,8 +71,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
-            if not response_started:
-                await _send_too_large(send)
+            pass  # answered in limited_receive (or too late to answer at all)
 
 
 class _BodyTooLarge(Exception):

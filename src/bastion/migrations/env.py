@@ -4,11 +4,10 @@ Normally run through :func:`bastion.stores.sql.migrate.upgrade` (``bastion db
 upgrade``), which opens the connection itself, inside one transaction, and
 passes it in ``config.attributes["connection"]``; no ``alembic.ini`` is needed.
 
-For developers writing a new revision, the plain ``alembic`` command works too,
-with ``-x url=...``, ``sqlalchemy.url`` in an ini file, or
-``BASTION_DATABASE_URL`` naming the database::
-
-    alembic -c /dev/null -x url=sqlite:///./dev.db revision --autogenerate -m "..."
+Alembic's own commands work too, opening their own connection, for developers
+writing the next revision: see :func:`bastion.stores.sql.migrate.alembic_config`.
+The database is ``sqlalchemy.url`` in the config, ``-x url=...`` on the
+``alembic`` command line, or ``BASTION_DATABASE_URL``.
 """
 
 from __future__ import annotations

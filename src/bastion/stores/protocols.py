@@ -56,8 +56,9 @@ class SigningKeyRecord:
 
 class UserStore(Protocol):
     async def add(self, user: NewUser, *, now: datetime) -> User:
-        """Insert a user; raise ``EmailAlreadyRegistered`` when the email (compared
-        case-insensitively) or the username is taken. Nothing is written then."""
+        """Insert a user; raise ``EmailAlreadyRegistered`` when the email is taken
+        and ``Conflict`` when the username is (both compared case-insensitively,
+        see :mod:`bastion.emails`). Nothing is written then."""
         ...
 
     async def get(self, user_id: UUID) -> User | None: ...

@@ -39,10 +39,24 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 _ADVISORY_LOCK_KEY = 0x62617374696F6E  # "bastion" in ASCII; any fixed bigint does
 
 
-def alembic_config() -> Config:
-    """An Alembic config pointing at the packaged migrations."""
+def alembic_config(database_url: str | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations.
+
+    With ``database_url`` the config also works for Alembic's own commands,
+    which open their own connection; that is how a developer writes the next
+    revision::
+
+        from alembic import command
+        from bastion.stores.sql.migrate import alembic_config
+        config = alembic_config("sqlite:///./dev.db")
+        command.upgrade(config, "head")
+        command.revision(config, message="add things", autogenerate=True, rev_id="0002")
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if database_url is not None:
+        # ConfigParser interpolation: a literal % in a password must be doubled.
+        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 
