@@ -137,8 +137,14 @@ async def _verification(tmp: Path, rounds: int, slow_n: int, fast_n: int) -> Mic
                     ),
                 ),
             ),
-            "stage1": (fast_n // 10, lambda n: _time_sync(n, lambda i: parse_token(tokens[mask(i)]))),
-            "stage2": (slow_n, lambda n: _time_sync(n, lambda i: verify_signature(parsed[mask(i)], key))),
+            "stage1": (
+                fast_n // 10,
+                lambda n: _time_sync(n, lambda i: parse_token(tokens[mask(i)])),
+            ),
+            "stage2": (
+                slow_n,
+                lambda n: _time_sync(n, lambda i: verify_signature(parsed[mask(i)], key)),
+            ),
             "stage3": (
                 fast_n // 10,
                 lambda n: _time_sync(

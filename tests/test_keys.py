@@ -575,3 +575,15 @@ async def test_token_from_another_key_set_is_rejected(
     )
     with pytest.raises(InvalidToken):
         await verify_access_token(token, keys, issuer=ISS, audience=AUD, clock=clock)
+
+
+@pytest.mark.parametrize("scope", ["two words", 'quo"te', "", "back\\slash", "tab\t"])
+async def test_scopes_outside_rfc6749_are_refused_at_issue(
+    store: CountingStore, clock: FrozenClock, scope: str
+) -> None:
+    """A scope the verifier would reject cannot be put into a token in the first place."""
+    keys = manager(store, clock)
+    await keys.ensure_active_key()
+    issuer = AccessTokenIssuer(keys, ISS, AUD, TTL, clock)
+    with pytest.raises(ValueError, match="scope"):
+        await issuer.issue(subject="u1", scopes=["read", scope], client_id="c")

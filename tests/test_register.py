@@ -160,7 +160,7 @@ BAD_JSON_BODIES: list[Any] = [
 async def test_bad_json_body_is_422_without_the_password(
     client: httpx.AsyncClient, bastion: Bastion, body: Any
 ) -> None:
-    """A malformed or over-reaching JSON body is a 422 problem listing fields, never the password."""
+    """A malformed or over-reaching JSON body is a 422 problem naming fields, not the password."""
     response = await client.post("/auth/register", json=body)
     problem = assert_problem(response, 422, SECRET)
     errors = problem["errors"]

@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm as JWSAlgorithm
 
 from bastion.clock import Clock
@@ -54,6 +55,7 @@ from bastion.keys import (
 __all__ = [
     "ACCESS_TOKEN_TYP",
     "MAX_TOKEN_BYTES",
+    "SCOPE_PATTERN",
     "AccessTokenClaims",
     "ParsedToken",
     "TokenRejected",
@@ -78,8 +80,8 @@ MAX_JSON_DEPTH: Final = 8
 
 _ACCEPTED_TYP: Final = frozenset({ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP})
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
-# RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR.
-_SCOPE: Final = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*")
+SCOPE_PATTERN: Final = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*")
+"""RFC 6749 §3.3: ``scope = scope-token *( SP scope-token )``, ``scope-token = 1*NQCHAR``."""
 _MAX_NUMERIC_DATE: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
 _ALGORITHMS: Final[Mapping[str, JWSAlgorithm]] = {
     name: jwt.get_algorithm_by_name(name) for name in SUPPORTED_ALGORITHMS
@@ -261,8 +263,9 @@ def parse_token(token: str, *, max_token_bytes: int = MAX_TOKEN_BYTES) -> Parsed
 
 
 def _expected_signature_length(key: VerificationKey) -> int:
-    if key.algorithm == "RS256":
-        return (key.public_key.key_size + 7) // 8  # type: ignore[union-attr]  # RSA by binding
+    public_key = key.public_key
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return (public_key.key_size + 7) // 8  # RFC 8017 §8.2.2: k octets
     return 64  # Ed25519 (RFC 8032 §5.1.6) and ES256 R || S (RFC 7518 §3.4)
 
 
@@ -343,7 +346,7 @@ def _validate(
     jwt_id = _string(claims, "jti") if "jti" in claims else None
 
     scope = claims.get("scope", "")
-    if not isinstance(scope, str) or (scope and not _SCOPE.fullmatch(scope)):
+    if not isinstance(scope, str) or (scope and not SCOPE_PATTERN.fullmatch(scope)):
         raise TokenRejected("claim scope is not a space-separated string (RFC 6749 §3.3)")
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):

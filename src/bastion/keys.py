@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol, TypeAlias, get_args
+from typing import Any, Final, Literal, Protocol, TypeAlias, cast, get_args
 from urllib.parse import urlsplit
 
 import httpx
@@ -247,7 +247,7 @@ def _check_kid(kid: str) -> None:
 def _check_algorithm(alg: object) -> Algorithm:
     if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
         raise UnusableJWK(f"alg {alg!r} is not one of {sorted(SUPPORTED_ALGORITHMS)}")
-    return alg  # type: ignore[return-value]  # narrowed by the membership test
+    return cast(Algorithm, alg)  # narrowed by the membership test above
 
 
 def _check_public_key(alg: Algorithm, key: object) -> PublicKey:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,10 +69,9 @@ class BodySizeLimit:
                 response_started = True
             await send(message)
 
-        try:
+        # Answered in limited_receive already (or too late to answer at all).
+        with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            pass  # answered in limited_receive (or too late to answer at all)
 
 
 class _BodyTooLarge(Exception):

@@ -73,13 +73,20 @@ def problem_response(
     )
 
 
+def oauth_description(text: str) -> str:
+    """RFC 6749 §5.2: ``error_description`` may hold only %x20-21 / %x23-5B /
+    %x5D-7E, so anything else (non-ASCII such as "§", quotes, backslashes,
+    control characters) is dropped, not escaped."""
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
+
+
 def oauth_error_response(error: OAuthError) -> JSONResponse:
     """RFC 6749 §5.2 error body, never cached."""
     headers = dict(NO_STORE)
     if isinstance(error, InvalidClient):
         headers["WWW-Authenticate"] = 'Basic realm="bastion"'
     return JSONResponse(
-        {"error": error.error, "error_description": error.detail},
+        {"error": error.error, "error_description": oauth_description(error.detail)},
         status_code=error.status_code,
         headers=headers,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bastion.clock import Clock
-from bastion.jwt import encode_access_token
+from bastion.jwt import SCOPE_PATTERN, encode_access_token
 from bastion.keys import LocalKeyManager
 
 __all__ = ["RESERVED_CLAIMS", "AccessTokenIssuer", "IssuedToken"]
@@ -66,16 +66,20 @@ class AccessTokenIssuer:
         128 random bits (RFC 7519 §4.1.7), the handle for a later denylist.
         ``extra`` adds private claims but cannot replace a registered one: a
         caller must not be able to change ``sub`` or ``exp`` by accident."""
-        if not subject:
-            raise ValueError("subject must not be empty")
+        if not subject or not client_id:
+            raise ValueError("subject and client_id must not be empty (RFC 9068 §2.2)")
         if extra:
             clash = RESERVED_CLAIMS.intersection(extra)
             if clash:
                 raise ValueError(f"extra claims may not set {sorted(clash)}")
+        unique = sorted(set(scopes))
+        if any(" " in s or not SCOPE_PATTERN.fullmatch(s) for s in unique):
+            # A scope the verifier would refuse (RFC 6749 §3.3) is a bug here, not later.
+            raise ValueError("scopes must be non-empty RFC 6749 §3.3 scope-tokens")
+        scope = " ".join(unique)
         key = await self._keys.signing_key()
         now = int(self._clock.timestamp())
         expires_at = now + self._ttl
-        scope = " ".join(sorted(set(scopes)))
         jti = secrets.token_urlsafe(16)
         claims: dict[str, Any] = dict(extra or {})
         claims.update(

@@ -20,8 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bastion.errors import InvalidRequest, UnsupportedGrantType
-from bastion.server.errors import NO_STORE, oauth_error_response
+from bastion.errors import BastionError, InvalidRequest, UnsupportedGrantType
+from bastion.server.errors import NO_STORE, bastion_error_response, oauth_error_response
 from bastion.server.schemas import OAuthErrorBody, TokenResponse
 from bastion.tokens.grants import PasswordGrantRequest
 
@@ -47,11 +47,25 @@ class OAuthRoute(APIRoute):
                 if exc.status_code == 400:  # an unparseable body
                     return oauth_error_response(InvalidRequest("The request body is malformed."))
                 raise
+            except BastionError as exc:
+                # Not an RFC 6749 error (a 503 while the database is down, say):
+                # problem details as elsewhere, but never cached here either.
+                response = bastion_error_response(exc)
+                response.headers.update(NO_STORE)
+                return response
 
         return oauth_handler
 
 
 FormField = Annotated[str | None, Form()]
+
+
+def _unsupported(grant: str) -> UnsupportedGrantType:
+    """Name the refused grant type only when it is short and made of characters
+    an RFC 6749 §5.2 ``error_description`` may carry; never reflect the rest."""
+    if len(grant) <= 64 and all(" " < c <= "~" and c not in '"\\' for c in grant):
+        return UnsupportedGrantType(f"The grant type '{grant}' is not supported.")
+    return UnsupportedGrantType()
 
 
 def _required(name: str, value: str | None) -> str:
@@ -90,7 +104,7 @@ def build(bastion: "Bastion") -> APIRouter:
             raise InvalidRequest("A parameter is too long.")
         grant = _required("grant_type", grant_type)
         if grant != "password" or not bastion.grants.password_grant_enabled:
-            raise UnsupportedGrantType(f"The grant type {grant[:64]!r} is not supported.")
+            raise _unsupported(grant)
         issued = await bastion.grants.password(
             PasswordGrantRequest(
                 username=_required("username", username),
