@@ -11,6 +11,8 @@ and call it with a token from Bastion's `/oauth/token`.
 # No `from __future__ import annotations`: FastAPI resolves the route
 # signatures at runtime, and they refer to the local `current_principal`.
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, Security
@@ -20,13 +22,16 @@ from bastion.guard import BearerGuard, Principal, RemoteJWKS, TokenVerifier
 
 def create_app(bastion_url: str, *, audience: str | None = None) -> FastAPI:
     """A resource server guarded by the Bastion at ``bastion_url``."""
-    verifier = TokenVerifier(
-        RemoteJWKS(f"{bastion_url}/.well-known/jwks.json"),
-        issuer=bastion_url,
-        audience=audience or bastion_url,
-    )
+    jwks = RemoteJWKS(f"{bastion_url}/.well-known/jwks.json")
+    verifier = TokenVerifier(jwks, issuer=bastion_url, audience=audience or bastion_url)
     current_principal = BearerGuard(verifier)
-    app = FastAPI(title="Example resource server")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with jwks:  # closes its HTTP client on shutdown
+            yield
+
+    app = FastAPI(title="Example resource server", lifespan=lifespan)
 
     @app.get("/public")
     async def public() -> dict[str, str]:

@@ -4,11 +4,13 @@ answered with 503 rather than 500, and the OpenAPI document's security scheme.""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import httpx
 import pytest
 
@@ -138,6 +140,19 @@ async def down_client(
             yield http
     finally:
         await instance.shutdown()
+        await join_aiosqlite_workers()
+
+
+async def join_aiosqlite_workers() -> None:
+    """Wait for aiosqlite's worker threads to end while the event loop is still open.
+
+    A failed aiosqlite connect (0.22) queues its own shutdown and does not wait
+    for it; the worker then posts the result to the test's event loop, which
+    may be closed by then (a "thread exception" in the next test). Harmless in
+    a server, whose loop outlives its connections."""
+    workers = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    for worker in workers:
+        await anyio.to_thread.run_sync(worker.join, 5.0)
 
 
 async def test_health_is_503_when_the_database_is_gone(down_client: httpx.AsyncClient) -> None:

@@ -124,11 +124,11 @@ def keys_list() -> None:
     """Show every signing key and whether it signs, is still published, or is retired."""
 
     async def work(b: Bastion) -> list[str]:
-        records = await b.keys.list_keys()
-        published = {key["kid"] for key in (await b.keys.jwks())["keys"]}
         rows = []
-        for r in records:
-            state = "active" if r.is_active else ("published" if r.kid in published else "expired")
+        for r in await b.keys.list_keys():
+            state = (
+                "active" if r.is_active else ("published" if b.keys.is_published(r) else "expired")
+            )
             retired = r.retired_at.isoformat() if r.retired_at else "-"
             rows.append(f"{r.kid}\t{r.algorithm}\t{state}\t{r.created_at.isoformat()}\t{retired}")
         return rows

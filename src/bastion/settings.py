@@ -14,20 +14,19 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bastion.errors import ConfigurationError
+from bastion.keys import Algorithm as KeyAlgorithm
 
 logger = logging.getLogger("bastion.settings")
 
 MIN_SECRET_KEY_LENGTH = 32
 """Characters; a random 32-character secret carries well over 128 bits."""
-
-KeyAlgorithm = Literal["EdDSA", "ES256", "RS256"]
 
 
 class Mode(StrEnum):
