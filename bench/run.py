@@ -507,7 +507,9 @@ def http_table(opts: Options, res: HttpResults) -> str:
             ],
         ],
     )
-    return f"{table}\n\n{ratios}"
+    failed = sum(w.errors for runs in res.wrk.values() for w in runs)
+    warning = f"\nWARNING: {failed} requests failed; these numbers are not valid" if failed else ""
+    return f"{table}\n\n{ratios}{warning}"
 
 
 def login_table(opts: Options, res: HttpResults) -> str:

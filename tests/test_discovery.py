@@ -133,6 +133,7 @@ async def down_client(
     """A server whose database cannot be reached. Its lifespan is never run:
     startup would fail, and the point is what a running server does when its
     database goes away."""
+    before = set(threading.enumerate())
     instance = Bastion(make_settings(database_url=request.param(tmp_path)), clock=clock)
     transport = httpx.ASGITransport(app=create_app(bastion=instance))
     try:
@@ -140,18 +141,19 @@ async def down_client(
             yield http
     finally:
         await instance.shutdown()
-        await join_aiosqlite_workers()
+        await join_aiosqlite_workers(set(threading.enumerate()) - before)
 
 
-async def join_aiosqlite_workers() -> None:
+async def join_aiosqlite_workers(threads: set[threading.Thread]) -> None:
     """Wait for aiosqlite's worker threads to end while the event loop is still open.
 
     A failed aiosqlite connect (0.22) queues its own shutdown and does not wait
     for it; the worker then posts the result to the test's event loop, which
     may be closed by then (a "thread exception" in the next test). Harmless in
     a server, whose loop outlives its connections."""
-    workers = [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
-    for worker in workers:
+    for worker in threads:
+        if "_connection_worker_thread" not in worker.name:
+            continue
         await anyio.to_thread.run_sync(worker.join, 5.0)
 
 

@@ -178,9 +178,5 @@ def _load_or_create_dev_secret(path: Path) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(value)
-    logger.warning(
-        "development mode: generated a local secret key in %s; "
-        "set BASTION_SECRET_KEY before running in production",
-        path,
-    )
+    logger.debug("generated a development secret key in %s", path)  # start-up says so once
     return value
