@@ -4,7 +4,7 @@ Starts the bench app (bench/app.py) under uvicorn, pinned to one CPU, drives it
 with wrk pinned to another, measures in-process baselines in the same run, and
 prints three tables. See bench/README.md for what each row means.
 
-    .venv/bin/python bench/run.py              # ~5 minutes
+    .venv/bin/python bench/run.py              # ~3-4 minutes
     .venv/bin/python bench/run.py --quick      # ~1 minute, for a smoke test
     .venv/bin/python bench/run.py --rounds 7 --duration 8
 """

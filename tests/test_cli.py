@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from bastion.stores.sql.migrate import upgrade_sync
+
 PASSWORD = "a long and unusual passphrase"
 OTHER_PASSWORD = "another quite unusual phrase"
 WEAK = {
@@ -29,6 +31,8 @@ WEAK = {
     "contains_email": "margaret likes tea",
 }
 """Refused passwords, by reason; the emails below are margaret@example.com."""
+MIGRATED_FIRST = {"weak", "keys"}
+"""Scenarios whose database is migrated in-process beforehand, to save a command start."""
 WEAK_DETAILS = {
     "common": "too common",
     "too_short": "at least 8 characters",
@@ -90,14 +94,12 @@ SCENARIOS: dict[str, list[Step]] = {
         ),
     ],
     "weak": [
-        Step(("db", "upgrade")),
         *(
             Step(("users", "create", "--email", "margaret@example.com", "--password-stdin"), p)
             for p in WEAK.values()
         ),
     ],
     "keys": [
-        Step(("db", "upgrade")),
         Step(("keys", "rotate")),
         Step(("keys", "rotate")),
         Step(("keys", "list")),
@@ -129,7 +131,6 @@ def cli_env(directory: Path, extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_scenario(directory: Path, steps: list[Step]) -> Scenario:
-    directory.mkdir()
     results = []
     for step in steps:
         done = subprocess.run(
@@ -149,6 +150,10 @@ def run_scenario(directory: Path, steps: list[Step]) -> Scenario:
 @pytest.fixture(scope="module")
 def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
     root = tmp_path_factory.mktemp("cli")
+    for name in SCENARIOS:
+        (root / name).mkdir()
+        if name in MIGRATED_FIRST:
+            upgrade_sync(f"sqlite+aiosqlite:///{root / name / 'bastion.db'}")
     with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
         futures = {
             name: pool.submit(run_scenario, root / name, steps) for name, steps in SCENARIOS.items()
@@ -181,8 +186,7 @@ def test_db_upgrade_creates_the_schema(scenarios: dict[str, Scenario]) -> None:
 
 
 def test_users_create_reads_the_password_from_stdin(scenarios: dict[str, Scenario]) -> None:
-    """``users create --password-stdin`` creates an active account with an argon2id hash
-    of the password it read."""
+    """``users create --password-stdin`` stores an argon2id hash of the stdin password."""
     scenario = scenarios["create"]
     result = scenario.results[1]
     assert result.returncode == 0, result.stderr
@@ -198,8 +202,7 @@ def test_users_create_reads_the_password_from_stdin(scenarios: dict[str, Scenari
 
 
 def test_users_create_duplicate_fails_cleanly(scenarios: dict[str, Scenario]) -> None:
-    """A second account for the same address, in another case, exits non-zero with a
-    clear message and leaves the first account as it was."""
+    """A duplicate address, in any case, exits non-zero with a clear message."""
     scenario = scenarios["create"]
     result = scenario.results[2]
     assert_clean_failure(result)
@@ -207,7 +210,7 @@ def test_users_create_duplicate_fails_cleanly(scenarios: dict[str, Scenario]) ->
     assert scenario.rows("SELECT email FROM users") == [("ada@example.com",)]
 
 
-@pytest.mark.parametrize(("index", "reason"), list(enumerate(WEAK, start=1)), ids=list(WEAK))
+@pytest.mark.parametrize(("index", "reason"), list(enumerate(WEAK)), ids=list(WEAK))
 def test_users_create_weak_password_names_the_reason(
     scenarios: dict[str, Scenario], index: int, reason: str
 ) -> None:
@@ -230,10 +233,9 @@ def test_users_create_on_an_unmigrated_database_fails_cleanly(
 
 
 def test_keys_rotate_twice_leaves_one_active_key(scenarios: dict[str, Scenario]) -> None:
-    """Two rotations make two new keys; ``keys list`` shows exactly one active key,
-    the newest, with the older one still published."""
+    """After two rotations ``keys list`` shows one active key, the old one published."""
     scenario = scenarios["keys"]
-    first, second, listing = scenario.results[1:]
+    first, second, listing = scenario.results
     for result in (first, second, listing):
         assert result.returncode == 0, result.stderr
     kids = [r.stdout.split()[3] for r in (first, second)]
@@ -254,8 +256,7 @@ def test_keys_rotate_twice_leaves_one_active_key(scenarios: dict[str, Scenario])
 def test_production_serve_without_secret_key_refuses_to_start(
     scenarios: dict[str, Scenario],
 ) -> None:
-    """``serve`` in production mode with no secret key exits non-zero naming
-    ``BASTION_SECRET_KEY``, before starting a server or writing a dev secret."""
+    """Production ``serve`` without a secret exits naming ``BASTION_SECRET_KEY``."""
     scenario = scenarios["production"]
     result = scenario.results[0]
     assert_clean_failure(result)

@@ -213,8 +213,7 @@ async def test_unparseable_body_is_422(
 
 
 async def test_mass_assignment_writes_nothing(client: httpx.AsyncClient, bastion: Bastion) -> None:
-    """A registration smuggling ``is_active``/``email_verified`` is refused whole:
-    the address stays free and a clean registration gets the defaults."""
+    """Smuggled ``is_active``/``email_verified`` refuse the whole registration."""
     email = "mallory@example.com"
     response = await register(
         client, email=email, password=PASSWORD, email_verified=True, is_active=True
@@ -251,8 +250,7 @@ async def test_mass_assignment_writes_nothing(client: httpx.AsyncClient, bastion
 async def test_password_policy_refusal_is_422_with_reason(
     client: httpx.AsyncClient, bastion: Bastion, email: str, password: str, reason: str
 ) -> None:
-    """A refused password is a 422 problem with the machine ``reason`` and a sentence;
-    nothing is written, so the address can register right after."""
+    """A refused password is a 422 problem with ``reason`` and a sentence; nothing is written."""
     response = await register(client, email=email, password=password)
     problem = assert_problem(response, 422, password)
     assert problem["reason"] == reason
@@ -314,8 +312,7 @@ async def chunks(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
 async def test_body_over_the_limit_is_413(
     client: httpx.AsyncClient, bastion: Bastion, streamed: bool
 ) -> None:
-    """A body one byte over ``max_body_bytes`` is a 413 problem, whether its length
-    is announced or streamed, and the would-be account is not created."""
+    """A body over ``max_body_bytes``, announced or streamed, is a 413 problem; no account."""
     data = padded_body(MAX_BODY + 1)
     content: bytes | AsyncIterator[bytes] = chunks(data) if streamed else data
     response = await client.post(

@@ -60,7 +60,8 @@ async def test_success_shape_and_no_store(
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["pragma"] == "no-cache"
     body = response.json()
-    assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
+    required = {"access_token", "token_type", "expires_in", "scope"}
+    assert required <= set(body) <= required | {"refresh_token"}
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
     assert set(body["scope"].split(" ")) == {"profile", "email"}
@@ -125,8 +126,7 @@ LONG = "x" * 5000
 async def test_missing_or_oversized_field_is_invalid_request(
     client: httpx.AsyncClient, registered: dict[str, str], overrides: dict[str, str | None]
 ) -> None:
-    """A missing, empty (RFC 6749 §3.1: same as omitted) or absurdly long parameter
-    is ``invalid_request``; the submitted values are not echoed."""
+    """A missing, empty (RFC 6749 §3.1) or huge parameter is ``invalid_request``."""
     response = await client.post("/oauth/token", data=grant(registered, **overrides))
     assert_oauth_error(response, 400, "invalid_request", registered["password"], LONG)
 
@@ -183,9 +183,11 @@ async def test_repeated_parameter_does_not_crash(
         content=content,
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    if response.status_code != 200:
-        body = assert_oauth_error(response, 400, response.json().get("error", "?"))
-        assert body["error"] in {"invalid_request", "unsupported_grant_type"}
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        error = response.json()["error"]
+        assert error in {"invalid_request", "unsupported_grant_type"}
+        assert_oauth_error(response, 400, error, registered["password"])
 
 
 # ------------------------------------------------------------------ unsupported_grant_type
@@ -196,7 +198,6 @@ async def test_repeated_parameter_does_not_crash(
     [
         pytest.param("authorization_code", id="authorization_code"),
         pytest.param("client_credentials", id="client_credentials"),
-        pytest.param("refresh_token", id="refresh_token"),
         pytest.param("urn:ietf:params:oauth:grant-type:jwt-bearer", id="jwt-bearer"),
         pytest.param("PASSWORD", id="upper-case"),
         pytest.param("Password", id="title-case"),
@@ -209,8 +210,7 @@ async def test_repeated_parameter_does_not_crash(
 async def test_unknown_grant_is_unsupported_grant_type(
     client: httpx.AsyncClient, registered: dict[str, str], grant_type: str
 ) -> None:
-    """Only the exact, case-sensitive ``password`` grant exists; anything else is
-    ``unsupported_grant_type`` with a description that stays short and printable."""
+    """Any grant but the exact ``password`` is ``unsupported_grant_type``, text kept short."""
     response = await client.post("/oauth/token", data=grant(registered, grant_type=grant_type))
     body = assert_oauth_error(response, 400, "unsupported_grant_type", registered["password"])
     assert len(body["error_description"]) < 200
@@ -242,8 +242,7 @@ async def test_password_grant_switched_off(
 async def test_wrong_password_unknown_and_disabled_user_answer_identically(
     client: httpx.AsyncClient, bastion: Bastion, clock: FrozenClock, registered: dict[str, str]
 ) -> None:
-    """Wrong password, unknown user and disabled user are one ``invalid_grant``
-    with the same body and headers, so the answer does not reveal which accounts exist."""
+    """Wrong password, unknown user, disabled user: one identical ``invalid_grant``."""
     wrong = await client.post("/oauth/token", data=grant(registered, password="not the password"))
     unknown = await client.post(
         "/oauth/token", data=grant(registered, username="nobody@example.com")
@@ -353,8 +352,7 @@ async def test_bad_scope_is_invalid_scope(
 async def test_unknown_client_is_invalid_client_401(
     client: httpx.AsyncClient, registered: dict[str, str], client_id: str
 ) -> None:
-    """RFC 6749 §5.2: an unknown client is 401 ``invalid_client`` with ``WWW-Authenticate``,
-    and the password grant is not available to it even with valid credentials."""
+    """RFC 6749 §5.2: an unknown client is 401 ``invalid_client`` with ``WWW-Authenticate``."""
     response = await client.post("/oauth/token", data=grant(registered, client_id=client_id))
     assert_oauth_error(response, 401, "invalid_client", registered["password"])
     assert response.headers["www-authenticate"]

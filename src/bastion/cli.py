@@ -13,7 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from bastion.core import Bastion
-from bastion.errors import BastionError, ConfigurationError
+from bastion.errors import BastionError, ConfigurationError, NotFound
 from bastion.settings import Settings
 
 T = TypeVar("T")
@@ -93,6 +93,14 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"database at revision {revision}")
 
 
+@db_app.command("purge")
+def db_purge() -> None:
+    """Delete expired refresh sessions, denylist entries, watermarks and
+    signing keys that left the JWKS (the server also does this hourly)."""
+    removed = _run(lambda b: b.purge())
+    typer.echo(", ".join(f"{name}: {count}" for name, count in removed.items()))
+
+
 @users_app.command("create")
 def users_create(
     email: Annotated[str, typer.Option(help="The account's email address.")],
@@ -109,6 +117,32 @@ def users_create(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     user = _run(lambda b: b.accounts.register(email=email, password=password, username=username))
     typer.echo(f"created user {user.id} <{user.email}>")
+
+
+def _set_active(email: str, active: bool) -> None:
+    async def work(b: Bastion) -> str:
+        user = await b.accounts.get_by_email(email)
+        if user is None:
+            raise NotFound(f"No user with the email {email!r}.")
+        await b.accounts.set_active(user.id, active)
+        if not active:
+            await b.revocations.revoke_everything(user.id, reason="user_disabled")
+        return str(user.id)
+
+    user_id = _run(work)
+    typer.echo(f"{'enabled' if active else 'disabled'} user {user_id}")
+
+
+@users_app.command("disable")
+def users_disable(email: str) -> None:
+    """Disable a user: logins fail, every session ends, every access token dies."""
+    _set_active(email, False)
+
+
+@users_app.command("enable")
+def users_enable(email: str) -> None:
+    """Enable a disabled user again."""
+    _set_active(email, True)
 
 
 @keys_app.command("rotate")

@@ -9,6 +9,8 @@ eagerly and without I/O in ``__init__``; :meth:`startup` touches the database.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,17 +18,33 @@ from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.accounts import AccountService
+from bastion.audit import AuditLog
 from bastion.clock import Clock, SystemClock
+from bastion.errors import ConfigurationError
 from bastion.guard import BearerGuard, TokenVerifier
 from bastion.keys import LocalKeyManager
 from bastion.password_policy import PasswordPolicy
 from bastion.passwords import PasswordHasher
 from bastion.settings import Settings
-from bastion.stores.sql import SqlKeyStore, SqlUserStore, create_engine, create_sessionmaker
+from bastion.stores.memory import MemoryRevocationStore
+from bastion.stores.protocols import RevocationStore
+from bastion.stores.redis import RedisRevocationStore, create_redis
+from bastion.stores.sql import (
+    SqlKeyStore,
+    SqlRefreshTokenStore,
+    SqlRevocationStore,
+    SqlUserStore,
+    create_engine,
+    create_sessionmaker,
+)
 from bastion.tokens.access import AccessTokenIssuer
 from bastion.tokens.grants import GrantService
+from bastion.tokens.introspection import IntrospectionService
+from bastion.tokens.refresh import RefreshTokenService
+from bastion.tokens.revocation import RevocationChecker, RevocationService
 
 logger = logging.getLogger("bastion")
 
@@ -41,10 +59,15 @@ class Bastion:
         settings.check_production()
         self.clock = clock = clock or SystemClock()
 
+        self.audit = AuditLog(clock)
+        self._housekeeping: asyncio.Task[None] | None = None
         self.engine = create_engine(settings.database_url)
         sessions = create_sessionmaker(self.engine)
         self.users = SqlUserStore(sessions)
         self.key_store = SqlKeyStore(sessions)
+        self.refresh_store = SqlRefreshTokenStore(sessions)
+        self.redis = create_redis(settings.redis_url) if settings.redis_url else None
+        self.revocation_store = self._revocation_store(sessions)
 
         self.hasher = PasswordHasher(
             memory_cost=settings.argon2_memory_cost,
@@ -72,12 +95,35 @@ class Bastion:
             ttl=settings.access_token_ttl,
             clock=clock,
         )
+        self.refresh = RefreshTokenService(
+            self.refresh_store,
+            self.audit,
+            clock,
+            ttl=settings.refresh_token_ttl,
+            idle_timeout=settings.refresh_idle_timeout,
+            reuse_grace=settings.refresh_reuse_grace,
+        )
         self.grants = GrantService(
             self.accounts,
             self.tokens,
+            self.refresh,
             scopes_supported=settings.scopes,
             password_grant_enabled=settings.allow_password_grant,
         )
+        self.revocation_checker = RevocationChecker(
+            self.revocation_store, clock, max_staleness=settings.revocation_cache_ttl
+        )
+        self.revocations = RevocationService(
+            self.revocation_store,
+            self.refresh,
+            self.revocation_checker,
+            self.audit,
+            clock,
+            access_token_ttl=settings.access_token_ttl,
+            leeway=settings.token_leeway,
+        )
+        # The server's own routes verify strictly: signature and claims, and
+        # also the denylist and watermarks (see RevocationChecker).
         self.verifier = TokenVerifier(
             self.keys,
             issuer=settings.issuer,
@@ -86,9 +132,16 @@ class Bastion:
             max_token_bytes=settings.max_token_bytes,
             clock=clock,
             cache_size=settings.verify_cache_size,
+            revocations=self.revocation_checker,
+        )
+        self.introspection = IntrospectionService(
+            self.verifier, self.revocation_checker, self.refresh
         )
         self.current_principal = BearerGuard(
-            self.verifier, token_url=TOKEN_PATH, scheme_name="bastion"
+            self.verifier,
+            token_url=TOKEN_PATH,
+            scheme_name="bastion",
+            scopes={scope: f"the {scope} scope" for scope in settings.scopes},
         )
 
         from bastion.server.routes import build_router  # the edge depends on the core
@@ -109,9 +162,53 @@ class Bastion:
         await self.keys.ensure_active_key()
         await self.hasher.warm_up()
         _ = self.policy.common_passwords  # loads the list once, at start
+        if self.settings.purge_interval:
+            self._housekeeping = asyncio.create_task(self._purge_periodically())
+
+    async def _purge_periodically(self) -> None:
+        """Opportunistic housekeeping; `bastion db purge` does the same on demand."""
+        while True:
+            await asyncio.sleep(self.settings.purge_interval)
+            try:
+                removed = await self.purge()
+            except Exception:  # keep the loop alive through an outage; it is only housekeeping
+                logger.warning("housekeeping failed", exc_info=True)
+            else:
+                logger.info("housekeeping removed %s", removed)
 
     async def shutdown(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()
+
+    def _revocation_store(self, sessions: async_sessionmaker[AsyncSession]) -> RevocationStore:
+        """Redis when configured (shared by every instance, entries expire by
+        themselves), else the SQL database; memory only when asked for, since
+        a restart would forget every logout."""
+        choice = self.settings.revocation_store
+        if choice == "auto":
+            choice = "redis" if self.redis is not None else "sql"
+        if choice == "redis":
+            if self.redis is None:
+                raise ConfigurationError(["BASTION_REVOCATION_STORE=redis needs BASTION_REDIS_URL"])
+            return RedisRevocationStore(self.redis, clock=self.clock)
+        if choice == "memory":
+            return MemoryRevocationStore(self.clock)
+        return SqlRevocationStore(sessions, clock=self.clock)
+
+    async def purge(self) -> dict[str, int]:
+        """Housekeeping: drop expired refresh families, denylist entries,
+        watermarks and signing keys nobody can need any more."""
+        return {
+            "refresh_sessions": await self.refresh.purge(),
+            "revocations": await self.revocation_store.purge(now=self.clock.now()),
+            "signing_keys": await self.keys.prune(),
+        }
 
     async def database_ok(self) -> bool:
         """Whether the database answers a trivial query, for ``/health``."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from fastapi import HTTPException, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -35,7 +35,7 @@ from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 
 from bastion.clock import Clock, SystemClock
-from bastion.errors import InsufficientScope, InvalidToken
+from bastion.errors import InsufficientScope, InvalidToken, ServiceUnavailable
 from bastion.jwt import MAX_TOKEN_BYTES, AccessTokenClaims, verify_access_token
 from bastion.keys import KeySource, RemoteJWKS
 
@@ -46,6 +46,7 @@ __all__ = [
     "KeySource",
     "Principal",
     "RemoteJWKS",
+    "RevocationCheck",
     "TokenVerifier",
     "insufficient_scope_error",
     "invalid_token_error",
@@ -96,6 +97,13 @@ class Principal:
         return self.scopes.issuperset(scopes)
 
 
+class RevocationCheck(Protocol):
+    """Strict mode's extra question; :class:`bastion.tokens.revocation.RevocationChecker`
+    answers it from the shared denylist and watermarks."""
+
+    async def is_revoked(self, claims: AccessTokenClaims) -> bool: ...
+
+
 class TokenVerifier:
     """Verifies access tokens against a :class:`KeySource` and caches successes.
 
@@ -123,6 +131,7 @@ class TokenVerifier:
         max_token_bytes: int = MAX_TOKEN_BYTES,
         clock: Clock | None = None,
         cache_size: int = 10_000,
+        revocations: RevocationCheck | None = None,
     ) -> None:
         if leeway < 0 or cache_size < 0 or max_token_bytes <= 0:
             raise ValueError("leeway and cache_size must be >= 0, max_token_bytes > 0")
@@ -134,6 +143,8 @@ class TokenVerifier:
         self._clock: Clock = clock or SystemClock()
         self._cache_size = cache_size
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.revocations = revocations
+        """Set: strict mode, every request also asks whether the token was revoked."""
 
     def cached(self, token: str) -> Principal | None:
         """The principal of an already verified, unexpired token; no I/O, no crypto."""
@@ -290,6 +301,8 @@ class BearerGuard(SecurityBase):
                 principal = self.verifier.cached(token)
                 if principal is None:
                     principal = await self._authenticate(token)
+                if self.verifier.revocations is not None:
+                    await self._check_not_revoked(self.verifier.revocations, principal)
                 required = security_scopes.scopes
                 if required and not principal.scopes.issuperset(required):
                     logger.debug("bearer token lacks scopes %s", required)
@@ -298,6 +311,18 @@ class BearerGuard(SecurityBase):
         if self.auto_error:
             raise not_authenticated_error()
         return None
+
+    async def _check_not_revoked(self, revocations: RevocationCheck, principal: Principal) -> None:
+        """Strict mode. An unreachable revocation store fails closed with 503:
+        the token may be fine, but nobody can say so right now."""
+        try:
+            revoked = await revocations.is_revoked(principal.claims)
+        except ServiceUnavailable:
+            logger.warning("revocation state unavailable; refusing the request", exc_info=True)
+            raise HTTPException(503, ServiceUnavailable.default_detail) from None
+        if revoked:
+            logger.debug("bearer token rejected: revoked")
+            raise invalid_token_error()
 
     async def _authenticate(self, token: str) -> Principal:
         if " " in token:  # RFC 6750 §2.1: exactly one b64token after the scheme

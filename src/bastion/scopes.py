@@ -29,7 +29,9 @@ def parse_scope(value: str | None) -> frozenset[str]:
     tokens = value.split(" ")
     result = frozenset(t for t in tokens if t)
     if any(not _SCOPE_TOKEN.fullmatch(t) for t in result):
-        raise InvalidScope("The scope parameter contains characters RFC 6749 §3.3 does not allow.")
+        raise InvalidScope(
+            "The scope parameter contains characters RFC 6749 section 3.3 does not allow."
+        )
     return result
 
 

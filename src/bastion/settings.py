@@ -14,7 +14,7 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -65,6 +65,33 @@ class Settings(BaseSettings):
     verify_cache_size: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger bodies get 413.")
 
+    refresh_token_ttl: int = Field(
+        default=604_800, ge=60, description="Absolute lifetime of a refresh family, seconds."
+    )
+    refresh_idle_timeout: int = Field(
+        default=259_200, ge=60, description="A refresh token unused this long dies, seconds."
+    )
+    refresh_reuse_grace: int = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="Seconds in which replaying a just-spent refresh token fails without "
+        "revoking its family (a client's immediate retry).",
+    )
+    revocation_store: Literal["auto", "memory", "sql", "redis"] = Field(
+        default="auto", description="auto: redis when REDIS_URL is set, else sql."
+    )
+    revocation_cache_ttl: float = Field(
+        default=1.0,
+        ge=0,
+        le=1.0,
+        description="Strict mode remembers a token's revocation state this long, seconds.",
+    )
+
+    purge_interval: int = Field(
+        default=3600, ge=0, description="Seconds between housekeeping runs; 0 turns them off."
+    )
+
     allow_registration: bool = True
     allow_password_grant: bool = True
     scopes: Annotated[list[str], NoDecode] = Field(
@@ -105,6 +132,8 @@ class Settings(BaseSettings):
         object.__setattr__(self, "issuer", self.issuer.rstrip("/"))
         if not self.audience:
             object.__setattr__(self, "audience", self.issuer)
+        if self.refresh_idle_timeout > self.refresh_token_ttl:
+            object.__setattr__(self, "refresh_idle_timeout", self.refresh_token_ttl)
         if self.password_min_length > self.password_max_length:
             raise ValueError("password_min_length must not exceed password_max_length")
         return self

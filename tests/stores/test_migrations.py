@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 from sqlalchemy.engine import Connection
 
 from bastion.stores.sql import create_engine, current_revision, head_revision, upgrade
 from bastion.stores.sql.migrate import upgrade_sync
-from bastion.stores.sql.tables import metadata
+from bastion.stores.sql.tables import UserRow, metadata
 
 pytestmark = pytest.mark.anyio
 
@@ -62,12 +64,20 @@ async def _run(url: str, fn: Any) -> Any:
 
 
 async def test_upgrade_from_empty_creates_the_schema(empty_database_url: str) -> None:
-    """An empty database upgraded to head has both tables and their constraints."""
+    """An empty database upgraded to head has every table and its constraints."""
     assert await current_revision(empty_database_url) is None
     await upgrade(empty_database_url)
-    assert await current_revision(empty_database_url) == head_revision() == "0001"
+    assert await current_revision(empty_database_url) == head_revision() == "0002"
     schema = await _run(empty_database_url, _schema)
-    assert schema["tables"] == ["alembic_version", "signing_keys", "users"]
+    assert schema["tables"] == [
+        "alembic_version",
+        "refresh_families",
+        "refresh_tokens",
+        "revoked_tokens",
+        "signing_keys",
+        "token_watermarks",
+        "users",
+    ]
     assert schema["unique"]["users"] == ["uq_users_email_canonical", "uq_users_username_canonical"]
 
 
@@ -96,7 +106,7 @@ async def test_upgrade_is_idempotent(empty_database_url: str) -> None:
     before = await _run(empty_database_url, _schema)
     await upgrade(empty_database_url)
     assert await _run(empty_database_url, _schema) == before
-    assert await current_revision(empty_database_url) == "0001"
+    assert await current_revision(empty_database_url) == "0002"
 
 
 async def test_concurrent_upgrades_do_not_race(empty_database_url: str) -> None:
@@ -104,11 +114,46 @@ async def test_concurrent_upgrades_do_not_race(empty_database_url: str) -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(3):
             tg.start_soon(upgrade, empty_database_url)
-    assert await current_revision(empty_database_url) == "0001"
+    assert await current_revision(empty_database_url) == "0002"
     assert await _run(empty_database_url, _diff) == []
 
 
 async def test_sync_upgrade_works_inside_a_running_loop(empty_database_url: str) -> None:
     """upgrade_sync (the CLI's entry) also works when an event loop is running."""
     upgrade_sync(empty_database_url)
-    assert await current_revision(empty_database_url) == "0001"
+    assert await current_revision(empty_database_url) == "0002"
+
+
+async def test_upgrade_from_0001_keeps_existing_users(empty_database_url: str) -> None:
+    """A database at 0001 with users gains the token tables and keeps its rows."""
+    await upgrade(empty_database_url, "0001")
+    user_id = uuid.uuid4()
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(UserRow).values(
+                    id=user_id,
+                    email="a@example.com",
+                    email_canonical="a@example.com",
+                    password_hash="x",
+                    is_active=True,
+                    email_verified=False,
+                    created_at=datetime(2030, 1, 1, tzinfo=UTC),
+                    updated_at=datetime(2030, 1, 1, tzinfo=UTC),
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    await upgrade(empty_database_url)
+
+    assert await current_revision(empty_database_url) == "0002"
+    assert await _run(empty_database_url, _diff) == []
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.connect() as connection:
+            ids = (await connection.execute(select(UserRow.id))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert ids == [user_id]

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from bastion.stores.protocols import User
+from bastion.stores.protocols import RefreshSession, User
 
 MAX_PASSWORD_INPUT = 4096
 """Characters accepted on the wire; the policy's own maximum (128 by default)
@@ -59,6 +59,7 @@ class TokenResponse(BaseModel):
     token_type: str = "Bearer"
     expires_in: int
     scope: str
+    refresh_token: str | None = None
 
 
 class OAuthErrorBody(BaseModel):
@@ -80,3 +81,46 @@ class Problem(BaseModel):
 class HealthOut(BaseModel):
     status: str
     database: str
+
+
+class PasswordChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_INPUT)]
+    new_password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_INPUT)]
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Annotated[str, Field(max_length=256)] | None = None
+
+
+class SessionOut(BaseModel):
+    """A refresh family as the user sees it; never the token itself."""
+
+    id: UUID
+    client_id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip_address: str | None
+    current: bool
+
+    @classmethod
+    def of(cls, session: RefreshSession, *, current: bool) -> SessionOut:
+        return cls(
+            id=session.id,
+            client_id=session.client_id,
+            created_at=session.created_at,
+            last_used_at=session.last_used_at,
+            expires_at=session.expires_at,
+            user_agent=session.user_agent,
+            ip_address=session.ip_address,
+            current=current,
+        )
+
+
+class RevokedSessions(BaseModel):
+    revoked: int

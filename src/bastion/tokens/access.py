@@ -78,7 +78,8 @@ class AccessTokenIssuer:
             raise ValueError("scopes must be non-empty RFC 6749 §3.3 scope-tokens")
         scope = " ".join(unique)
         key = await self._keys.signing_key()
-        now = int(self._clock.timestamp())
+        issued = self._clock.timestamp()
+        now = int(issued)
         expires_at = now + self._ttl
         jti = secrets.token_urlsafe(16)
         claims: dict[str, Any] = dict(extra or {})
@@ -87,7 +88,10 @@ class AccessTokenIssuer:
             sub=subject,
             aud=self._audience,
             exp=expires_at,
-            iat=now,
+            # Millisecond precision (a NumericDate may be fractional, RFC 7519 §2)
+            # so a revocation watermark set this second still spares tokens
+            # issued after it.
+            iat=round(issued, 3),
             nbf=now,
             jti=jti,
             client_id=client_id,

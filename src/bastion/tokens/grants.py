@@ -1,31 +1,32 @@
-"""The token endpoint's grants (RFC 6749 §4), without HTTP.
+"""The token endpoint's grants (RFC 6749 §4 and §6), without HTTP.
 
-Only the resource-owner password grant (§4.3) exists so far. RFC 9700 §2.4
-says it MUST NOT be used by third-party clients, so it is offered only to the
-built-in first-party client and can be switched off
-(``BASTION_ALLOW_PASSWORD_GRANT=false``).
+The resource-owner password grant (§4.3) exists for Bastion's own first-party
+login only: RFC 9700 §2.4 says it MUST NOT be used by third-party clients. It
+can be switched off (``BASTION_ALLOW_PASSWORD_GRANT=false``). Every grant that
+logs a user in also starts a refresh-token family (a session), and the
+refresh-token grant (§6) rotates it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from uuid import UUID
 
 from bastion.accounts import AccountService
 from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant, InvalidScope
 from bastion.scopes import format_scope, parse_scope
 from bastion.tokens.access import AccessTokenIssuer, IssuedToken
+from bastion.tokens.refresh import ClientContext, IssuedRefreshToken, RefreshTokenService
 
 FIRST_PARTY_CLIENT_ID = "bastion"
 """The built-in public client of Bastion's own login (Swagger UI, CLI, pages)."""
 
 
 @dataclass(frozen=True, slots=True)
-class PasswordGrantRequest:
-    username: str
-    password: str
-    scope: str | None
-    client_id: str | None
+class TokenPair:
+    access: IssuedToken
+    refresh: IssuedRefreshToken
 
 
 class GrantService:
@@ -35,18 +36,21 @@ class GrantService:
         self,
         accounts: AccountService,
         issuer: AccessTokenIssuer,
+        refresh: RefreshTokenService,
         *,
         scopes_supported: Collection[str],
         password_grant_enabled: bool,
     ) -> None:
         self._accounts = accounts
         self._issuer = issuer
+        self._refresh = refresh
         self._scopes_supported = frozenset(scopes_supported)
         self.password_grant_enabled = password_grant_enabled
 
     @property
     def grant_types(self) -> list[str]:
-        return ["password"] if self.password_grant_enabled else []
+        password = ["password"] if self.password_grant_enabled else []
+        return [*password, "refresh_token"]
 
     def grant_scopes(self, requested: str | None) -> frozenset[str]:
         """RFC 6749 §3.3: no scope requested means the default (every supported
@@ -59,15 +63,65 @@ class GrantService:
             raise InvalidScope(f"Unknown scope: {format_scope(unknown)}.")
         return wanted
 
-    async def password(self, request: PasswordGrantRequest) -> IssuedToken:
-        client_id = request.client_id or FIRST_PARTY_CLIENT_ID
-        if client_id != FIRST_PARTY_CLIENT_ID:
-            raise InvalidClient("Unknown client.")
-        scopes = self.grant_scopes(request.scope)
+    async def password(
+        self,
+        *,
+        username: str,
+        password: str,
+        scope: str | None,
+        client_id: str | None,
+        context: ClientContext,
+    ) -> TokenPair:
+        client_id = _first_party(client_id)
+        scopes = self.grant_scopes(scope)
         try:
-            user = await self._accounts.authenticate(
-                email=request.username, password=request.password
-            )
+            user = await self._accounts.authenticate(email=username, password=password)
         except InvalidCredentials as exc:
             raise InvalidGrant("Invalid username or password.") from exc
-        return await self._issuer.issue(subject=str(user.id), scopes=scopes, client_id=client_id)
+        refresh = await self._refresh.start(
+            user_id=user.id, client_id=client_id, scopes=scopes, context=context
+        )
+        return TokenPair(await self._access_token(refresh), refresh)
+
+    async def refresh_token(
+        self,
+        *,
+        refresh_token: str,
+        scope: str | None,
+        client_id: str | None,
+        context: ClientContext,
+    ) -> TokenPair:
+        """RFC 6749 §6, with rotation: the answer carries a new refresh token."""
+        refresh = await self._refresh.rotate(
+            refresh_token, client_id=_first_party(client_id), scope=scope, context=context
+        )
+        if await self._accounts.get_active_user(refresh.session.user_id) is None:
+            await self._refresh.revoke_session(refresh.session.id)
+            raise InvalidGrant("The refresh token is invalid.")
+        return TokenPair(await self._access_token(refresh), refresh)
+
+    async def _access_token(self, refresh: IssuedRefreshToken) -> IssuedToken:
+        session = refresh.session
+        return await self._issuer.issue(
+            subject=str(session.user_id),
+            scopes=refresh.scopes,
+            client_id=session.client_id,
+            extra={"sid": str(session.id)},
+        )
+
+
+def _first_party(client_id: str | None) -> str:
+    client_id = client_id or FIRST_PARTY_CLIENT_ID
+    if client_id != FIRST_PARTY_CLIENT_ID:
+        raise InvalidClient("Unknown client.")
+    return client_id
+
+
+def session_id_of(claims_sid: object) -> UUID | None:
+    """The ``sid`` claim as a session id, when it is one."""
+    if not isinstance(claims_sid, str):
+        return None
+    try:
+        return UUID(claims_sid)
+    except ValueError:
+        return None

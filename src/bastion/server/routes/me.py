@@ -1,31 +1,46 @@
-"""``GET /me``: the signed-in user, behind the guard."""
+"""``/me``: the signed-in user, their password and their sessions.
+
+Every route here acts on the caller only: ids in paths are checked against
+the token's subject, and another user's session answers 404 exactly like an
+unknown one (OWASP API1, BOLA).
+"""
 
 # No `from __future__ import annotations`: FastAPI must resolve the route
 # signatures at runtime, and they refer to the local `bastion`.
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Security
+from fastapi import APIRouter, Depends, Security, status
 
+from bastion.errors import AuthorizationError, InvalidCredentials
 from bastion.guard import Principal, invalid_token_error
-from bastion.server.schemas import UserOut
+from bastion.server.schemas import (
+    PasswordChangeRequest,
+    Problem,
+    RevokedSessions,
+    SessionOut,
+    UserOut,
+)
+from bastion.stores.protocols import User
+from bastion.tokens.grants import session_id_of
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
 
 
-def build(bastion: "Bastion") -> APIRouter:
-    router = APIRouter(tags=["me"])
+def current_user_dependency(
+    bastion: "Bastion", scopes: list[str]
+) -> Callable[[Principal], Awaitable[tuple[Principal, User]]]:
+    """A dependency giving the caller's principal and their (active) account.
 
-    @router.get("/me", response_model=UserOut)
-    async def me(
-        principal: Annotated[Principal, Security(bastion.current_principal, scopes=["profile"])],
-    ) -> UserOut:
-        """The user the token belongs to.
+    A token that outlived its user (deleted or disabled since) is a bad token:
+    401 ``invalid_token`` (RFC 6750 §3.1), never 404.
+    """
 
-        A token that outlived its user (deleted or disabled since) is a bad
-        token: 401 ``invalid_token`` (RFC 6750 §3.1), never 404.
-        """
+    async def current_user(
+        principal: Annotated[Principal, Security(bastion.current_principal, scopes=scopes)],
+    ) -> tuple[Principal, User]:
         try:
             user_id = UUID(principal.subject)
         except ValueError:
@@ -33,6 +48,73 @@ def build(bastion: "Bastion") -> APIRouter:
         user = await bastion.accounts.get_active_user(user_id)
         if user is None:
             raise invalid_token_error()
-        return UserOut.of(user)
+        return principal, user
+
+    return current_user
+
+
+def build(bastion: "Bastion") -> APIRouter:
+    router = APIRouter(prefix="/me", tags=["me"])
+    Caller = Annotated[tuple[Principal, User], Depends(current_user_dependency(bastion, []))]
+    ProfileCaller = Annotated[
+        tuple[Principal, User], Depends(current_user_dependency(bastion, ["profile"]))
+    ]
+
+    @router.get("", response_model=UserOut)
+    async def me(caller: ProfileCaller) -> UserOut:
+        """The user the token belongs to."""
+        return UserOut.of(caller[1])
+
+    @router.post(
+        "/password",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses={
+            403: {"model": Problem, "description": "The current password is wrong"},
+            422: {"model": Problem, "description": "The new password is refused"},
+        },
+    )
+    async def change_password(body: PasswordChangeRequest, caller: Caller) -> None:
+        """Change the password, proving the current one. Every session ends,
+        this one included, and every access token issued until now stops
+        working (strict mode): whoever knew the old password is out."""
+        _, user = caller
+        try:
+            await bastion.accounts.change_password(
+                user, current=body.current_password, new=body.new_password
+            )
+        except InvalidCredentials as exc:
+            # 403, not 401: the token is fine, the proof of the old password is not.
+            raise AuthorizationError(exc.detail) from None
+        await bastion.revocations.revoke_everything(user.id, reason="password_changed")
+        bastion.audit.record("password.changed", actor=str(user.id), target=str(user.id))
+
+    @router.get("/sessions", response_model=list[SessionOut])
+    async def sessions(caller: Caller) -> list[SessionOut]:
+        """The caller's live sessions (one per login), newest first."""
+        principal, user = caller
+        current = session_id_of(principal.claims.raw.get("sid"))
+        return [
+            SessionOut.of(s, current=s.id == current)
+            for s in await bastion.refresh.sessions(user.id)
+        ]
+
+    @router.delete(
+        "/sessions/{session_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses={404: {"model": Problem, "description": "No such session of yours"}},
+    )
+    async def end_session(session_id: UUID, caller: Caller) -> None:
+        """End one of the caller's sessions: its refresh token stops working."""
+        _, user = caller
+        await bastion.refresh.revoke_session(session_id, user_id=user.id)
+        bastion.audit.record("session.ended", actor=str(user.id), target=str(session_id))
+
+    @router.post("/sessions/revoke-all", response_model=RevokedSessions)
+    async def revoke_all(caller: Caller) -> RevokedSessions:
+        """Sign out everywhere: every session ends and every access token
+        issued until now stops working (strict mode)."""
+        _, user = caller
+        count = await bastion.revocations.revoke_everything(user.id, reason="user_request")
+        return RevokedSessions(revoked=count)
 
     return router

@@ -21,9 +21,9 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion.errors import BastionError, InvalidRequest, UnsupportedGrantType
+from bastion.server.context import client_context
 from bastion.server.errors import NO_STORE, bastion_error_response, oauth_error_response
 from bastion.server.schemas import OAuthErrorBody, TokenResponse
-from bastion.tokens.grants import PasswordGrantRequest
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -86,36 +86,51 @@ def build(bastion: "Bastion") -> APIRouter:
         },
     )
     async def token(
+        request: Request,
         response: Response,
         grant_type: FormField = None,
         username: FormField = None,
         password: FormField = None,
+        refresh_token: FormField = None,
         scope: FormField = None,
         client_id: FormField = None,
         client_secret: FormField = None,
     ) -> TokenResponse:
-        """Issue an access token.
+        """Issue an access token and a refresh token.
 
         ``grant_type=password`` (RFC 6749 §4.3) is for Bastion's own first-party
         login only (RFC 9700 §2.4); third-party apps get other grants.
+        ``grant_type=refresh_token`` (§6) spends the refresh token and returns
+        its successor; a spent one presented again revokes its whole family.
         """
-        fields = (grant_type, username, password, scope, client_id, client_secret)
+        fields = (grant_type, username, password, refresh_token, scope, client_id, client_secret)
         if any(value is not None and len(value) > MAX_FIELD for value in fields):
             raise InvalidRequest("A parameter is too long.")
         grant = _required("grant_type", grant_type)
-        if grant != "password" or not bastion.grants.password_grant_enabled:
-            raise _unsupported(grant)
-        issued = await bastion.grants.password(
-            PasswordGrantRequest(
+        context = client_context(request)
+        if grant == "password" and bastion.grants.password_grant_enabled:
+            pair = await bastion.grants.password(
                 username=_required("username", username),
                 password=_required("password", password),
                 scope=scope,
                 client_id=client_id,
+                context=context,
             )
-        )
+        elif grant == "refresh_token":
+            pair = await bastion.grants.refresh_token(
+                refresh_token=_required("refresh_token", refresh_token),
+                scope=scope,
+                client_id=client_id,
+                context=context,
+            )
+        else:
+            raise _unsupported(grant)
         response.headers.update(NO_STORE)
         return TokenResponse(
-            access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+            access_token=pair.access.access_token,
+            expires_in=pair.access.expires_in,
+            scope=pair.access.scope,
+            refresh_token=pair.refresh.token,
         )
 
     return router

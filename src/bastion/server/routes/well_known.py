@@ -36,6 +36,9 @@ def build(bastion: "Bastion") -> APIRouter:
             "response_types_supported": [],
             "scopes_supported": sorted(settings.scopes),
             "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint": f"{issuer}/oauth/revoke",
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint": f"{issuer}/oauth/introspect",
         }
 
     return router

@@ -7,6 +7,8 @@ Typical wiring::
     await upgrade(settings.database_url)
     sessions = create_sessionmaker(engine)
     users, keys = SqlUserStore(sessions), SqlKeyStore(sessions)
+    refresh = SqlRefreshTokenStore(sessions)
+    revocations = SqlRevocationStore(sessions, clock=clock)
     ...
     await engine.dispose()
 """
@@ -14,10 +16,14 @@ Typical wiring::
 from bastion.stores.sql.engine import create_engine, create_sessionmaker, normalize_database_url
 from bastion.stores.sql.keys import SqlKeyStore
 from bastion.stores.sql.migrate import current_revision, head_revision, upgrade, upgrade_sync
+from bastion.stores.sql.refresh import SqlRefreshTokenStore
+from bastion.stores.sql.revocation import SqlRevocationStore
 from bastion.stores.sql.users import SqlUserStore
 
 __all__ = [
     "SqlKeyStore",
+    "SqlRefreshTokenStore",
+    "SqlRevocationStore",
     "SqlUserStore",
     "create_engine",
     "create_sessionmaker",

@@ -17,10 +17,13 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Double,
+    ForeignKey,
     Index,
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     Uuid,
 )
@@ -29,7 +32,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "NAMING_CONVENTION",
     "Base",
+    "RefreshFamilyRow",
+    "RefreshTokenRow",
+    "RevokedTokenRow",
     "SigningKeyRow",
+    "TokenWatermarkRow",
     "UTCDateTime",
     "UserRow",
     "as_utc",
@@ -49,6 +56,13 @@ EMAIL_MAX_LENGTH = 320
 
 USERNAME_MAX_LENGTH = 64
 PASSWORD_HASH_MAX_LENGTH = 512
+CLIENT_ID_MAX_LENGTH = 255
+USER_AGENT_MAX_LENGTH = 512
+IP_ADDRESS_MAX_LENGTH = 64
+TOKEN_HASH_LENGTH = 64
+"""A SHA-256 in hex."""
+JTI_MAX_LENGTH = 255
+SUBJECT_MAX_LENGTH = 255
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -130,3 +144,66 @@ Index(
     sqlite_where=SigningKeyRow.retired_at.is_(None),
     postgresql_where=SigningKeyRow.retired_at.is_(None),
 )
+
+
+# --------------------------------------------------------------- token lifecycle
+
+
+class RefreshFamilyRow(Base):
+    """One refresh-token family, i.e. one session (see
+    :class:`~bastion.stores.protocols.RefreshSession`)."""
+
+    __tablename__ = "refresh_families"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    client_id: Mapped[str] = mapped_column(String(CLIENT_ID_MAX_LENGTH))
+    scope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX_LENGTH))
+    ip_address: Mapped[str | None] = mapped_column(String(IP_ADDRESS_MAX_LENGTH))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RefreshTokenRow(Base):
+    """One refresh token, by the SHA-256 of its value; ``used_at`` set once it
+    has been spent (rotated)."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), primary_key=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("refresh_families.id", ondelete="CASCADE"), index=True
+    )
+    parent_hash: Mapped[str | None] = mapped_column(String(TOKEN_HASH_LENGTH))
+    scope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RevokedTokenRow(Base):
+    """A denylisted access token, kept until the token's own ``exp``."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(JTI_MAX_LENGTH), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class TokenWatermarkRow(Base):
+    """Tokens of ``subject`` issued at or before ``moment`` are revoked.
+
+    ``moment`` is seconds since the epoch (a double: microsecond precision for
+    present-day times), the unit of a token's ``iat``, so the guard's check is a
+    plain numeric comparison on every backend."""
+
+    __tablename__ = "token_watermarks"
+
+    subject: Mapped[str] = mapped_column(String(SUBJECT_MAX_LENGTH), primary_key=True)
+    moment: Mapped[float] = mapped_column(Double)
+    keep_until: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
