@@ -24,16 +24,6 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
 async def users(tmp_path: Path) -> AsyncIterator[SqlUserStore]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'accounts.db'}"
     await upgrade(url)

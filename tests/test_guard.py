@@ -38,11 +38,6 @@ INVALID = (
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class CountingKeySource:
     """Publishes KEY and counts lookups (one per full verification)."""
 
@@ -55,11 +50,6 @@ class CountingKeySource:
         if self.error is not None:
             raise self.error
         return KEY.verification_key() if kid == KEY.kid else None
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
 
 
 @pytest.fixture

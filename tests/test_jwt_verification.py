@@ -45,11 +45,6 @@ NOW = int(CLOCK.timestamp())
 LEEWAY = 30
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _key(kid: str, alg: str, private_key: PrivateKey) -> SigningKey:
     return SigningKey(kid, alg, private_key)  # type: ignore[arg-type]
 

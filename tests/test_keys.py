@@ -47,11 +47,6 @@ TTL, LEEWAY = 900, 30
 ISS = AUD = "https://auth.example"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class CountingStore:
     """Delegates to a real store and counts reads; can be told to fail."""
 
@@ -82,11 +77,6 @@ async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
         yield CountingStore(SqlKeyStore(create_sessionmaker(engine)))
     finally:
         await engine.dispose()
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
 
 
 def manager(

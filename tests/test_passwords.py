@@ -20,11 +20,6 @@ CHEAP = {"memory_cost": 8192, "time_cost": 1}
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def hasher() -> PasswordHasher:
     return PasswordHasher(**CHEAP)
 

@@ -35,11 +35,6 @@ RS = SigningKey("rs", "RS256", rsa.generate_private_key(public_exponent=65537, k
 NEW = SigningKey("new", "EdDSA", ed25519.Ed25519PrivateKey.generate())
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def jwks(*keys: SigningKey, extra: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     return {"keys": [k.verification_key().to_jwk() for k in keys] + list(extra)}
 
@@ -98,11 +93,6 @@ class JWKSServer:
 def server() -> Iterator[JWKSServer]:
     with JWKSServer() as running:
         yield running
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
 
 
 @pytest.fixture
