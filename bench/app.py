@@ -1,4 +1,4 @@
-"""The benchmark's app: the real Bastion server plus three bench-only routes.
+"""The benchmark's app: the real Bastion server plus four bench-only routes.
 
 Started by ``bench/run.py`` as::
 
@@ -14,10 +14,16 @@ what the guard costs and nothing else:
     One async dependency that reads the ``Authorization`` header and returns
     it: the floor FastAPI's dependency system sets for any auth scheme.
 ``GET /bench/protected``
-    ``Security(bastion.current_principal)``: a real bearer-token check, no
-    database; answers ``principal.subject``.
+    A *stateless* guard: a second :class:`BearerGuard` over a
+    :class:`TokenVerifier` with the server's keys, issuer, audience, leeway and
+    clock but no ``revocations``. The token alone decides; no database.
+``GET /bench/strict``
+    ``Security(bastion.current_principal)``: the server's own *strict* guard,
+    which also asks the revocation store (SQL, or Redis when
+    ``BASTION_REDIS_URL`` is set) through the checker's 1 s cache.
 
-All three answer a one-member JSON object of about the same size.
+``/bench/protected`` and ``/bench/strict`` share one handler body, and all four
+answer a one-member JSON object of about the same size.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the route
@@ -27,11 +33,11 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
 
 from bastion.core import Bastion
-from bastion.guard import Principal
+from bastion.guard import BearerGuard, Principal, TokenVerifier
 from bastion.server.app import create_app
 from bastion.settings import Settings
 
-_SUBJECT_LENGTH = 36  # a UUID, what /bench/protected answers
+_SUBJECT_LENGTH = 36  # a UUID, what the guarded routes answer
 
 
 async def read_authorization(request: Request) -> str:
@@ -42,8 +48,29 @@ async def read_authorization(request: Request) -> str:
     return value
 
 
+def stateless_guard(bastion: Bastion) -> BearerGuard:
+    """The server's verifier without the revocation check: what a resource
+    server that trusts the token alone runs (same keys, claims and cache)."""
+    settings = bastion.settings
+    verifier = TokenVerifier(
+        bastion.keys,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        leeway=settings.token_leeway,
+        max_token_bytes=settings.max_token_bytes,
+        clock=bastion.clock,
+        cache_size=settings.verify_cache_size,
+    )
+    assert verifier.revocations is None
+    return BearerGuard(verifier, scheme_name="bench-stateless")
+
+
 def add_bench_routes(app: FastAPI, bastion: Bastion) -> None:
-    """Add ``/bench/open``, ``/bench/header`` and ``/bench/protected`` to ``app``."""
+    """Add ``/bench/open``, ``/bench/header``, ``/bench/protected`` (stateless)
+    and ``/bench/strict`` to ``app``."""
+    stateless = stateless_guard(bastion)
+    strict = bastion.current_principal
+    assert strict.verifier.revocations is not None, "the server's own guard is strict"
 
     @app.get("/bench/open", include_in_schema=False)
     async def bench_open() -> dict[str, str]:
@@ -57,7 +84,13 @@ def add_bench_routes(app: FastAPI, bastion: Bastion) -> None:
 
     @app.get("/bench/protected", include_in_schema=False)
     async def bench_protected(
-        principal: Annotated[Principal, Security(bastion.current_principal)],
+        principal: Annotated[Principal, Security(stateless)],
+    ) -> dict[str, str]:
+        return {"subject": principal.subject}
+
+    @app.get("/bench/strict", include_in_schema=False)
+    async def bench_strict(
+        principal: Annotated[Principal, Security(strict)],
     ) -> dict[str, str]:
         return {"subject": principal.subject}
 

@@ -65,7 +65,9 @@ class IntrospectionService:
         return {
             "active": True,
             "token_type": "refresh_token",
-            "scope": record.scope,
+            # What the token can still obtain: its family's scope (RFC 6749 §6),
+            # not the possibly narrower scope of the rotation that made it.
+            "scope": session.scope,
             "client_id": session.client_id,
             "sub": str(session.user_id),
             "exp": int(session.expires_at.timestamp()),

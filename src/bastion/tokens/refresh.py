@@ -124,7 +124,8 @@ class RefreshTokenService:
     ) -> IssuedRefreshToken:
         """Spend ``token`` and return its successor in the same family.
 
-        ``scope`` may narrow the family's scope, never widen it (RFC 6749 §6).
+        ``scope`` may ask for any part of the family's scope (granted at login),
+        never more; omitted, it means all of it (RFC 6749 §6).
         """
         now = self._clock.now()
         found = (
@@ -144,7 +145,10 @@ class RefreshTokenService:
         if now >= record.idle_expires_at:
             raise InvalidGrant("The refresh token has expired.")
 
-        granted = parse_scope(record.scope)
+        # RFC 6749 §6: the ceiling, and the scope an omitted one stands for, is
+        # what the user granted at login (the family's), not the last token's:
+        # a client that narrowed once may widen back up to it.
+        granted = parse_scope(session.scope)
         wanted = parse_scope(scope)
         if wanted and not wanted <= granted:
             raise InvalidScope("The requested scope exceeds the scope originally granted.")
