@@ -359,3 +359,35 @@ async def guarded_client(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.mark.parametrize(
+    ("forget", "still_cached"),
+    [
+        ({"jti": "jti-1"}, {"jti-2", "jti-3"}),
+        ({"subject": "user-1"}, {"jti-3"}),
+        ({}, set()),
+    ],
+    ids=["by-jti", "by-subject", "everything"],
+)
+async def test_forget_drops_only_the_answers_the_revocation_changed(
+    checker: RevocationChecker,
+    store: CountingStore,
+    clock: FrozenClock,
+    forget: dict[str, str],
+    still_cached: set[str],
+) -> None:
+    """A local logout re-asks the store for that token (or that user) only;
+    other tokens keep their remembered answers."""
+    tokens = {
+        "jti-1": claims(clock, "jti-1", "user-1"),
+        "jti-2": claims(clock, "jti-2", "user-1"),
+        "jti-3": claims(clock, "jti-3", "user-2"),
+    }
+    for token in tokens.values():
+        await checker.is_revoked(token)
+    checker.forget(**forget)
+    for jti, token in tokens.items():
+        before = store.calls
+        await checker.is_revoked(token)
+        assert (store.calls == before) is (jti in still_cached), jti

@@ -82,12 +82,19 @@ class RevocationChecker:
             self._cache[key] = (self._clock.timestamp() + self._staleness, revoked)
         return revoked
 
-    def forget(self) -> None:
-        """Drop every remembered answer, after a revocation made here. A lookup
-        still in flight may have read the store before the revocation, so it
-        is not shared any more either."""
+    def forget(self, *, jti: str | None = None, subject: str | None = None) -> None:
+        """Drop the remembered answers a revocation made here has changed: those
+        for ``jti``, or every token of ``subject`` (a watermark). A lookup still
+        in flight may have read the store before the revocation, so none of
+        those are shared or cached any more either. Without arguments, all."""
+
+        def stale(key: _Key) -> bool:
+            everything = jti is None and subject is None
+            return everything or key[0] == jti or key[1] == subject
+
         self._generation += 1
-        self._cache.clear()
+        for key in [key for key in self._cache if stale(key)]:
+            del self._cache[key]
         self._pending.clear()
 
 
@@ -116,7 +123,7 @@ class RevocationService:
             return
         expires_at = datetime.fromtimestamp(claims.expires_at, UTC)
         await self._store.deny(claims.jwt_id, expires_at=expires_at)
-        self._checker.forget()
+        self._checker.forget(jti=claims.jwt_id)
 
     async def logout(self, claims: AccessTokenClaims, refresh_token: str | None) -> None:
         """End the caller's access token and, if given, its refresh family.
@@ -164,6 +171,6 @@ class RevocationService:
         ended = await self._refresh.revoke_all(user_id)
         now = self._clock.now()
         await self._store.set_watermark(str(user_id), now, keep_until=now + self._watermark_life)
-        self._checker.forget()
+        self._checker.forget(subject=str(user_id))
         self._audit.record("sessions.revoked_all", target=str(user_id), reason=reason, count=ended)
         return ended

@@ -26,6 +26,7 @@ replaced instead of failing the next request.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,3 +153,28 @@ def database_errors() -> Iterator[None]:
         raise
     except OSError as e:  # refused/timed-out connects that the driver does not wrap
         raise ServiceUnavailable("The database is unavailable.") from e
+
+
+class _NoLock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+def write_serializer(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> asyncio.Lock | _NoLock:
+    """A lock to hold around hot write transactions on SQLite, a no-op elsewhere.
+
+    SQLite has one writer at a time; a second one gets ``SQLITE_BUSY`` and
+    sleep-polls under ``busy_timeout`` in steps of up to 100 ms. Queueing this
+    process's writers on an :class:`asyncio.Lock` instead turns that tail
+    (seconds under concurrent refreshes) into a plain wait of one transaction.
+    PostgreSQL locks rows and needs nothing of the kind.
+    """
+    bind = sessionmaker.kw.get("bind")
+    if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite":
+        return asyncio.Lock()
+    return _NoLock()

@@ -34,7 +34,7 @@ from sqlalchemy import CursorResult, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.stores.protocols import RefreshSession, RefreshTokenRecord
-from bastion.stores.sql.engine import database_errors
+from bastion.stores.sql.engine import database_errors, write_serializer
 from bastion.stores.sql.tables import (
     IP_ADDRESS_MAX_LENGTH,
     USER_AGENT_MAX_LENGTH,
@@ -57,6 +57,7 @@ class SqlRefreshTokenStore:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
+        self._write_lock = write_serializer(sessionmaker)
 
     async def start_family(self, session: RefreshSession, first: RefreshTokenRecord) -> None:
         """Insert the family and its first token in one transaction.
@@ -77,10 +78,11 @@ class SqlRefreshTokenStore:
         }
         # Core inserts, not ORM objects: this runs on every login, and the unit
         # of work's bookkeeping cost more than the two statements themselves.
-        with database_errors():
-            async with self._sessionmaker.begin() as db:
-                await db.execute(insert(RefreshFamilyRow), family)
-                await db.execute(insert(RefreshTokenRow), _token_values(first))
+        async with self._write_lock:
+            with database_errors():
+                async with self._sessionmaker.begin() as db:
+                    await db.execute(insert(RefreshFamilyRow), family)
+                    await db.execute(insert(RefreshTokenRow), _token_values(first))
 
     async def find(self, token_hash: str) -> tuple[RefreshTokenRecord, RefreshSession] | None:
         """The token and its family, spent, expired or revoked alike."""
@@ -144,17 +146,20 @@ class SqlRefreshTokenStore:
             .execution_options(synchronize_session=False)
         )
         try:
-            with database_errors():
-                async with self._sessionmaker.begin() as db:
-                    family_id = (await db.execute(lock_family)).scalar_one_or_none()
-                    if family_id is None:
-                        raise _NotSpendable
-                    marked = cast(CursorResult[Any], await db.execute(mark_used))
-                    if marked.rowcount != 1:
-                        raise _NotSpendable  # rolls back the family's stamp too
-                    if successor.family_id != family_id:
-                        raise ValueError("the successor must belong to the spent token's family")
-                    await db.execute(insert(RefreshTokenRow), _token_values(successor))
+            async with self._write_lock:
+                with database_errors():
+                    async with self._sessionmaker.begin() as db:
+                        family_id = (await db.execute(lock_family)).scalar_one_or_none()
+                        if family_id is None:
+                            raise _NotSpendable
+                        marked = cast(CursorResult[Any], await db.execute(mark_used))
+                        if marked.rowcount != 1:
+                            raise _NotSpendable  # rolls back the family's stamp too
+                        if successor.family_id != family_id:
+                            raise ValueError(
+                                "the successor must belong to the spent token's family"
+                            )
+                        await db.execute(insert(RefreshTokenRow), _token_values(successor))
         except _NotSpendable:
             return False
         return True
