@@ -14,6 +14,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
+from bastion.authz.defaults import DOCUMENTED_SCOPES
 from bastion.clock import FrozenClock
 from bastion.core import Bastion
 from bastion.server.app import create_app
@@ -84,7 +85,8 @@ async def test_metadata_has_the_rfc_8414_fields(
     assert meta["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert "password" in meta["grant_types_supported"]
     assert meta["response_types_supported"] == []
-    assert meta["scopes_supported"] == sorted(settings.scopes)
+    # every permission some role holds: the seeded roles' until an operator changes them
+    assert meta["scopes_supported"] == sorted(DOCUMENTED_SCOPES)
     assert meta["token_endpoint_auth_methods_supported"] == ["none"]
     urls = [name for name in meta if name.endswith(("_endpoint", "_uri"))]
     assert {"token_endpoint", "jwks_uri"} <= set(urls)

@@ -82,6 +82,6 @@ async def test_metadata_points_at_the_endpoints(client: httpx.AsyncClient) -> No
     assert meta["token_endpoint"] == f"{ISSUER}/oauth/token"
     assert meta["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert meta["grant_types_supported"] == ["password", "refresh_token"]
-    assert set(meta["scopes_supported"]) == {"profile", "email"}
+    assert {"profile", "email", "tokens:introspect"} <= set(meta["scopes_supported"])
     jwks = await client.get("/.well-known/jwks.json")
     assert "max-age" in jwks.headers["cache-control"]

@@ -25,12 +25,12 @@ def test_environment_variables_with_prefix_are_read(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("BASTION_ACCESS_TOKEN_TTL", "600")
     monkeypatch.setenv("BASTION_KEY_ALGORITHM", "ES256")
     monkeypatch.setenv("BASTION_CORS_ORIGINS", "https://a.example, https://b.example")
-    monkeypatch.setenv("BASTION_SCOPES", "profile,email,invoices:read")
+    monkeypatch.setenv("BASTION_DEFAULT_ROLES", "user,editor")
     settings = Settings(_env_file=None)
     assert settings.access_token_ttl == 600
     assert settings.key_algorithm == "ES256"
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
-    assert settings.scopes == ["profile", "email", "invoices:read"]
+    assert settings.default_roles == ["user", "editor"]
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:

@@ -50,7 +50,15 @@ class AccountService:
         self._policy = policy
         self._clock = clock
 
-    async def register(self, *, email: str, password: str, username: str | None = None) -> User:
+    async def register(
+        self,
+        *,
+        email: str,
+        password: str,
+        username: str | None = None,
+        roles: frozenset[str] = frozenset(),
+        email_verified: bool = False,
+    ) -> User:
         """Create an active, unverified account.
 
         Raises :class:`~bastion.errors.PasswordRejected` when the policy refuses
@@ -62,7 +70,13 @@ class AccountService:
         normalized = self._policy.check(password, email=email)
         password_hash = await self._hasher.hash(normalized)
         return await self._users.add(
-            NewUser(email=email, username=username, password_hash=password_hash),
+            NewUser(
+                email=email,
+                username=username,
+                password_hash=password_hash,
+                email_verified=email_verified,
+                roles=roles,
+            ),
             now=self._clock.now(),
         )
 

@@ -15,6 +15,7 @@ import typer
 from bastion.core import Bastion
 from bastion.errors import BastionError, ConfigurationError, NotFound
 from bastion.settings import Settings
+from bastion.stores.protocols import User
 
 T = TypeVar("T")
 
@@ -22,9 +23,14 @@ app = typer.Typer(help="Bastion: authentication and authorization server.", no_a
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
+roles_app = typer.Typer(help="Roles and their permissions.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(roles_app, name="roles")
+
+CLI_ACTOR = "cli"
+"""The actor audit events name for changes made on the command line."""
 
 
 def _settings() -> Settings:
@@ -108,6 +114,10 @@ def users_create(
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     username: Annotated[str | None, typer.Option()] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(help="A role to give (repeatable); BASTION_DEFAULT_ROLES when omitted."),
+    ] = None,
 ) -> None:
     """Create a user. The password is read from stdin, never from the command
     line, where it would land in shell history and the process list."""
@@ -115,18 +125,104 @@ def users_create(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = _run(lambda b: b.accounts.register(email=email, password=password, username=username))
+
+    async def work(b: Bastion) -> User:
+        user = await b.accounts.register(
+            email=email,
+            password=password,
+            username=username,
+            roles=frozenset(role if role else b.settings.default_roles),
+        )
+        await b.audit.record("user.created", actor=CLI_ACTOR, target=str(user.id))
+        return user
+
+    user = _run(work)
     typer.echo(f"created user {user.id} <{user.email}>")
+
+
+async def _user_by_email(b: Bastion, email: str) -> User:
+    user = await b.accounts.get_by_email(email)
+    if user is None:
+        raise NotFound(f"No user with the email {email!r}.")
+    return user
+
+
+def _change_roles(email: str, role: str, *, grant: bool) -> None:
+    async def work(b: Bastion) -> frozenset[str]:
+        user = await _user_by_email(b, email)
+        change = b.authz.assign if grant else b.authz.unassign
+        before = await b.authz.user_roles(user.id)
+        roles = await change(user.id, role, actor=CLI_ACTOR)
+        if roles != before:
+            await b.revocations.expire_access_tokens([user.id])
+        return roles
+
+    roles = _run(work)
+    typer.echo(f"{email}: {' '.join(sorted(roles)) or '(no roles)'}")
+
+
+@users_app.command("grant")
+def users_grant(email: str, role: str) -> None:
+    """Give a user a role."""
+    _change_roles(email, role, grant=True)
+
+
+@users_app.command("revoke")
+def users_revoke(email: str, role: str) -> None:
+    """Take a role from a user; their current access tokens stop working."""
+    _change_roles(email, role, grant=False)
+
+
+@roles_app.command("list")
+def roles_list() -> None:
+    """Every role with its parents and permissions."""
+    roles = _run(lambda b: b.authz.roles_by_name())
+    typer.echo("role\tparents\tpermissions")
+    for name in sorted(roles):
+        r = roles[name]
+        parents = ",".join(sorted(r.parents)) or "-"
+        typer.echo(f"{name}\t{parents}\t{' '.join(sorted(r.permissions)) or '-'}")
+
+
+@roles_app.command("create")
+def roles_create(
+    name: str,
+    parent: Annotated[list[str] | None, typer.Option(help="A role this one includes.")] = None,
+    permission: Annotated[list[str] | None, typer.Option(help="A permission it grants.")] = None,
+    description: str = "",
+) -> None:
+    """Create a role."""
+    role = _run(
+        lambda b: b.authz.create_role(
+            name,
+            description=description,
+            parents=parent or [],
+            permissions=permission or [],
+            actor=CLI_ACTOR,
+        )
+    )
+    typer.echo(f"created role {role.name}")
+
+
+@roles_app.command("delete")
+def roles_delete(name: str) -> None:
+    """Delete a role; its holders' access tokens stop working."""
+
+    async def work(b: Bastion) -> None:
+        affected = await b.authz.affected_users(name)
+        await b.authz.delete_role(name, actor=CLI_ACTOR)
+        await b.revocations.expire_access_tokens(affected)
+
+    _run(work)
+    typer.echo(f"deleted role {name}")
 
 
 def _set_active(email: str, active: bool) -> None:
     async def work(b: Bastion) -> str:
-        user = await b.accounts.get_by_email(email)
-        if user is None:
-            raise NotFound(f"No user with the email {email!r}.")
+        user = await _user_by_email(b, email)
         await b.accounts.set_active(user.id, active)
         if not active:
-            await b.revocations.revoke_everything(user.id, reason="user_disabled")
+            await b.revocations.revoke_everything(user.id, reason="user_disabled", actor=CLI_ACTOR)
         return str(user.id)
 
     user_id = _run(work)

@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.accounts import AccountService
 from bastion.audit import AuditLog
+from bastion.authz import AuthorizationService
+from bastion.authz.defaults import DOCUMENTED_SCOPES
 from bastion.clock import Clock, SystemClock
 from bastion.errors import ConfigurationError
 from bastion.guard import BearerGuard, TokenVerifier
@@ -33,9 +35,11 @@ from bastion.stores.memory import MemoryRevocationStore
 from bastion.stores.protocols import RevocationStore
 from bastion.stores.redis import RedisRevocationStore, create_redis
 from bastion.stores.sql import (
+    SqlAuditStore,
     SqlKeyStore,
     SqlRefreshTokenStore,
     SqlRevocationStore,
+    SqlRoleStore,
     SqlUserStore,
     create_engine,
     create_sessionmaker,
@@ -59,11 +63,13 @@ class Bastion:
         settings.check_production()
         self.clock = clock = clock or SystemClock()
 
-        self.audit = AuditLog(clock)
         self._housekeeping: asyncio.Task[None] | None = None
         self.engine = create_engine(settings.database_url)
         sessions = create_sessionmaker(self.engine)
+        self.audit = AuditLog(clock, SqlAuditStore(sessions))
         self.users = SqlUserStore(sessions)
+        self.role_store = SqlRoleStore(sessions)
+        self.authz = AuthorizationService(self.role_store, self.audit, clock)
         self.key_store = SqlKeyStore(sessions)
         self.refresh_store = SqlRefreshTokenStore(sessions)
         self.redis = create_redis(settings.redis_url) if settings.redis_url else None
@@ -105,9 +111,9 @@ class Bastion:
         )
         self.grants = GrantService(
             self.accounts,
+            self.authz,
             self.tokens,
             self.refresh,
-            scopes_supported=settings.scopes,
             password_grant_enabled=settings.allow_password_grant,
         )
         self.revocation_checker = RevocationChecker(
@@ -141,7 +147,7 @@ class Bastion:
             self.verifier,
             token_url=TOKEN_PATH,
             scheme_name="bastion",
-            scopes={scope: f"the {scope} scope" for scope in settings.scopes},
+            scopes=DOCUMENTED_SCOPES,
         )
 
         from bastion.server.routes import build_router  # the edge depends on the core

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import uuid
+from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,3 +94,44 @@ async def _send_too_large(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": _TOO_LARGE})
+
+
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+request_id_var: ContextVar[str | None] = ContextVar("bastion_request_id", default=None)
+"""The current request's id, for audit events and log lines."""
+
+
+class RequestId:
+    """Give every request an id: the caller's ``X-Request-ID`` when it is a
+    sane token (a proxy's id then threads through), a fresh one otherwise.
+    It is echoed in the response and stamped on audit events, so an operator
+    can tie an event to a request in the access log."""
+
+    def __init__(self, app: ASGIApp, header: str = "x-request-id") -> None:
+        self.app = app
+        self.header = header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == self.header:
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID_SHAPE.fullmatch(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        encoded = request_id.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (self.header, encoded)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)

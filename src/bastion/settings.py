@@ -94,9 +94,9 @@ class Settings(BaseSettings):
 
     allow_registration: bool = True
     allow_password_grant: bool = True
-    scopes: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["profile", "email"],
-        description="Scopes this server grants (RFC 6749 §3.3); all of them when none is asked.",
+    default_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["user"],
+        description="Roles every new account gets (registration, admin API, CLI).",
     )
 
     password_min_length: int = Field(default=8, ge=8, le=64)
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     def _split_lists(cls, data: object) -> object:
         """Accept ``BASTION_CORS_ORIGINS=https://a,https://b`` as well as a list."""
         if isinstance(data, dict):
-            for name in ("cors_origins", "scopes"):
+            for name in ("cors_origins", "default_roles"):
                 raw = data.get(name)
                 if isinstance(raw, str):
                     data = {

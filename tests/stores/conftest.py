@@ -5,12 +5,15 @@ database is created and migrated with the real migrations
 (``database_url``, which is ``sqlite_database_url`` or
 ``postgres_database_url``); each test gets a fresh engine over it with every
 table emptied (``engine``, ``sessionmaker``, ``user_store``, ``key_store``,
-``refresh_store``). Suites with backends of their own (the revocation store
-also runs on memory and Redis) ask for ``sqlite_engine`` or ``postgres_engine``
-directly.
+``refresh_store``, ``role_store``, ``audit_store``). "Emptied" means as the
+migrations left it: the roles migration 0003 seeds (``user``, ``editor``,
+``admin``, with their parents and permissions) are put back after every table
+is emptied, exactly as they were right after the upgrade. Suites with backends
+of their own (the revocation store also runs on memory and Redis) ask for
+``sqlite_engine`` or ``postgres_engine`` directly.
 ``empty_database_url`` gives a brand-new, unmigrated database per test.
 
-PostgreSQL is real: ``BASTION_TEST_POSTGRES_URL`` (default
+PostgreSQL is real (provisioned by :mod:`tests.backends`): ``BASTION_TEST_POSTGRES_URL`` (default
 ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``) names a server and a
 maintenance database; test databases ``bastion_t_<hex>`` are created beside it
 and dropped ``WITH (FORCE)`` afterwards. When the server cannot be reached
@@ -23,26 +26,25 @@ and each test gets its own key prefix (``redis_prefix``), removed afterwards.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
-import asyncpg
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from tests.backends import delete_keys, postgres_database, redis_connection
 
-from bastion.stores.redis import create_redis
 from bastion.stores.sql import (
+    SqlAuditStore,
     SqlKeyStore,
     SqlRefreshTokenStore,
+    SqlRoleStore,
     SqlUserStore,
     create_engine,
     create_sessionmaker,
@@ -50,52 +52,19 @@ from bastion.stores.sql import (
 )
 from bastion.stores.sql.tables import metadata
 
-DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+SEEDED_TABLES: tuple[Table, ...] = tuple(
+    metadata.tables[name] for name in ("roles", "role_parents", "role_permissions")
+)
+"""Tables the migrations put rows in (parents first); restored after each
+test's emptying."""
+
+Seed = list[tuple[Table, list[dict[str, Any]]]]
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def postgres_admin_url() -> str:
-    return os.environ.get("BASTION_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-
-
-def _asyncpg_dsn(url: str) -> str:
-    """A DSN asyncpg itself understands (no ``+asyncpg`` driver suffix)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _postgres_admin() -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(_asyncpg_dsn(postgres_admin_url()), timeout=5)
-    except (OSError, asyncpg.PostgresError) as e:
-        reason = f"PostgreSQL unreachable at {postgres_admin_url()}: {e!r}"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
-
-@asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database; yields its SQLAlchemy URL."""
-    name = f"bastion_t_{secrets.token_hex(6)}"
-    admin = await _postgres_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield (
-                make_url(postgres_admin_url())
-                .set(database=name)
-                .render_as_string(hide_password=False)
-            )
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def sqlite_url(path: Path) -> str:
@@ -121,6 +90,31 @@ async def postgres_database_url() -> AsyncIterator[str]:
     async with postgres_database() as url:
         await upgrade(url)
         yield url
+
+
+async def read_seed(url: str) -> Seed:
+    """The rows the migrations put in :data:`SEEDED_TABLES` of ``url``."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return [
+                (table, [dict(row) for row in (await connection.execute(select(table))).mappings()])
+                for table in SEEDED_TABLES
+            ]
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_seed(sqlite_database_url: str) -> Seed:
+    """The seeded rows of the session's SQLite database, read right after migrating."""
+    return await read_seed(sqlite_database_url)
+
+
+@pytest.fixture(scope="session")
+async def postgres_seed(postgres_database_url: str) -> Seed:
+    """The seeded rows of the session's PostgreSQL database, read right after migrating."""
+    return await read_seed(postgres_database_url)
 
 
 @pytest.fixture(scope="session")
@@ -156,37 +150,43 @@ async def broken_database_url(backend: str, tmp_path: Path) -> AsyncIterator[str
             await anyio.to_thread.run_sync(thread.join, 5)
 
 
-async def _empty_tables(engine: AsyncEngine) -> None:
-    """Delete every row, children first. Plain ``DELETE`` rather than
-    PostgreSQL's ``TRUNCATE``: on tables this small it is several times faster
-    (``TRUNCATE`` swaps in new files for every table)."""
+async def _empty_tables(engine: AsyncEngine, seed: Seed) -> None:
+    """Delete every row, children first, then put the seeded rows back, in
+    one transaction. Plain ``DELETE`` rather than PostgreSQL's ``TRUNCATE``: on
+    tables this small it is several times faster (``TRUNCATE`` swaps in new
+    files for every table)."""
     names = [table.name for table in reversed(metadata.sorted_tables)]
     async with engine.begin() as connection:
         for name in names:
             await connection.execute(text(f"DELETE FROM {name}"))  # noqa: S608 (table names from metadata)
+        for table, rows in seed:
+            if rows:
+                await connection.execute(insert(table), rows)
 
 
 @asynccontextmanager
-async def _emptied_engine(url: str) -> AsyncIterator[AsyncEngine]:
+async def _emptied_engine(url: str, seed: Seed) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(url)
     try:
-        await _empty_tables(engine)
+        await _empty_tables(engine, seed)
         yield engine
     finally:
         await engine.dispose()
 
 
 @pytest.fixture
-async def sqlite_engine(sqlite_database_url: str) -> AsyncIterator[AsyncEngine]:
+async def sqlite_engine(sqlite_database_url: str, sqlite_seed: Seed) -> AsyncIterator[AsyncEngine]:
     """An engine over the session's migrated SQLite database, its tables emptied."""
-    async with _emptied_engine(sqlite_database_url) as engine:
+    async with _emptied_engine(sqlite_database_url, sqlite_seed) as engine:
         yield engine
 
 
 @pytest.fixture
-async def postgres_engine(postgres_database_url: str) -> AsyncIterator[AsyncEngine]:
+async def postgres_engine(
+    postgres_database_url: str, postgres_seed: Seed
+) -> AsyncIterator[AsyncEngine]:
     """An engine over the session's migrated PostgreSQL database, its tables emptied."""
-    async with _emptied_engine(postgres_database_url) as engine:
+    async with _emptied_engine(postgres_database_url, postgres_seed) as engine:
         yield engine
 
 
@@ -217,25 +217,21 @@ def refresh_store(sessionmaker: async_sessionmaker[AsyncSession]) -> SqlRefreshT
     return SqlRefreshTokenStore(sessionmaker)
 
 
-def redis_url() -> str:
-    return os.environ.get("BASTION_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+@pytest.fixture
+def role_store(sessionmaker: async_sessionmaker[AsyncSession]) -> SqlRoleStore:
+    return SqlRoleStore(sessionmaker)
+
+
+@pytest.fixture
+def audit_store(sessionmaker: async_sessionmaker[AsyncSession]) -> SqlAuditStore:
+    return SqlAuditStore(sessionmaker)
 
 
 @pytest.fixture
 async def redis_client() -> AsyncIterator[Redis]:
     """A client of the test Redis; skips locally (fails in CI) when unreachable."""
-    client = create_redis(redis_url(), timeout=2, retries=0)
-    try:
-        try:
-            await client.ping()
-        except (OSError, RedisError) as e:
-            reason = f"Redis unreachable at {redis_url()}: {e!r}"
-            if os.environ.get("CI"):
-                pytest.fail(reason, pytrace=False)
-            pytest.skip(reason)
+    async with redis_connection() as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
@@ -243,6 +239,4 @@ async def redis_prefix(redis_client: Redis) -> AsyncIterator[str]:
     """A key prefix no other test uses; its keys are deleted afterwards."""
     prefix = f"bastion-test-{secrets.token_hex(6)}:"
     yield prefix
-    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await redis_client.delete(*keys)
+    await delete_keys(redis_client, f"{prefix}*")

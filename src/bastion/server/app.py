@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from bastion._version import __version__
 from bastion.clock import Clock
 from bastion.core import Bastion
-from bastion.middleware import BodySizeLimit
+from bastion.middleware import BodySizeLimit, RequestId
 from bastion.server.errors import install_error_handlers
 from bastion.settings import Settings
 
@@ -31,6 +31,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(bastion.router)
     app.add_middleware(BodySizeLimit, max_bytes=bastion.settings.max_body_bytes)
+    app.add_middleware(RequestId)
     return app
 
 

@@ -8,12 +8,12 @@ explicit allow-lists, so a password hash can never be serialised by accident.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from bastion.stores.protocols import RefreshSession, User
+from bastion.stores.protocols import AuditEvent, RefreshSession, Role, User
 
 MAX_PASSWORD_INPUT = 4096
 """Characters accepted on the wire; the policy's own maximum (128 by default)
@@ -124,3 +124,116 @@ class SessionOut(BaseModel):
 
 class RevokedSessions(BaseModel):
     revoked: int
+
+
+# ----------------------------------------------------------------- admin API
+
+RoleName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+]
+Permission = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class AdminUserOut(UserOut):
+    roles: list[str]
+    updated_at: datetime
+
+    @classmethod
+    def with_roles(cls, user: User, roles: frozenset[str]) -> AdminUserOut:
+        return cls(**UserOut.of(user).model_dump(), roles=sorted(roles), updated_at=user.updated_at)
+
+
+class AdminUserList(BaseModel):
+    items: list[AdminUserOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class AdminUserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[EmailStr, Field(max_length=320)]
+    password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_INPUT)]
+    username: Username | None = None
+    roles: Annotated[list[RoleName], Field(max_length=64)] | None = None
+    email_verified: bool = False
+
+
+class AdminUserUpdate(BaseModel):
+    """Only these fields; anything else is refused (OWASP API3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: Annotated[list[RoleName], Field(max_length=64)] | None = None
+    is_active: bool | None = None
+    email_verified: bool | None = None
+    username: Username | None = None
+
+
+class RoleOut(BaseModel):
+    name: str
+    description: str
+    parents: list[str]
+    permissions: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, role: Role) -> RoleOut:
+        return cls(
+            name=role.name,
+            description=role.description,
+            parents=sorted(role.parents),
+            permissions=sorted(role.permissions),
+            created_at=role.created_at,
+            updated_at=role.updated_at,
+        )
+
+
+class RoleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: RoleName
+    description: Annotated[str, Field(max_length=500)] = ""
+    parents: Annotated[list[RoleName], Field(max_length=64)] = []
+    permissions: Annotated[list[Permission], Field(max_length=256)] = []
+
+
+class RoleUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: Annotated[str, Field(max_length=500)] | None = None
+    parents: Annotated[list[RoleName], Field(max_length=64)] | None = None
+    permissions: Annotated[list[Permission], Field(max_length=256)] | None = None
+
+
+class AuditEventOut(BaseModel):
+    id: UUID
+    at: datetime
+    action: str
+    actor: str | None
+    target: str | None
+    request_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEventOut:
+        return cls(
+            id=event.id,
+            at=event.at,
+            action=event.action,
+            actor=event.actor,
+            target=event.target,
+            request_id=event.request_id,
+            before=event.before,
+            after=event.after,
+            details=event.details,
+        )
+
+
+class AuditPageOut(BaseModel):
+    items: list[AuditEventOut]
+    next_cursor: str | None

@@ -35,6 +35,9 @@ class NewUser:
     password_hash: str
     is_active: bool = True
     email_verified: bool = False
+    roles: frozenset[str] = frozenset()
+    """Assigned in the same transaction as the user: an unknown role
+    (:class:`~bastion.errors.InvalidInput`) writes nothing at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,4 +203,146 @@ class RevocationStore(Protocol):
 
     async def purge(self, *, now: datetime) -> int:
         """Drop entries whose expiry passed; returns how many."""
+        ...
+
+
+# ------------------------------------------------------------------ authorization
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A role as data: operators change the hierarchy without a deploy.
+
+    ``parents`` are the roles this one *includes* (inherits from): with the
+    seeded set, ``admin`` has parent ``editor`` and ``editor`` has parent
+    ``user``, so an admin may do everything an editor may."""
+
+    name: str
+    description: str
+    parents: frozenset[str]
+    permissions: frozenset[str]
+    """Permission strings, ``resource:action`` with ``resource:*`` wildcards."""
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[User]
+    total: int
+
+
+class RoleStore(Protocol):
+    async def list_roles(self) -> list[Role]:
+        """Every role, by name. Small by nature: loaded whole to compute closures."""
+        ...
+
+    async def get_role(self, name: str) -> Role | None: ...
+
+    async def create_role(self, role: Role) -> Role:
+        """Insert; :class:`~bastion.errors.Conflict` if the name is taken and
+        :class:`~bastion.errors.InvalidInput` if a parent does not exist. Cycle
+        checks are the service's job (it sees the whole graph); the store
+        writes parents and permissions in the same transaction as the role."""
+        ...
+
+    async def replace_role(
+        self, role: Role, *, expected_updated_at: datetime | None = None
+    ) -> Role:
+        """Overwrite description, parents and permissions of an existing role in
+        one transaction; :class:`~bastion.errors.NotFound` if it does not exist.
+        With ``expected_updated_at``, refuse (:class:`~bastion.errors.Conflict`)
+        when the row changed since it was read (optimistic concurrency)."""
+        ...
+
+    async def delete_role(self, name: str) -> None:
+        """Delete a role, its grants, its parent links and its user assignments;
+        :class:`~bastion.errors.NotFound` if it does not exist."""
+        ...
+
+    async def user_roles(self, user_id: UUID) -> frozenset[str]:
+        """The roles assigned directly to the user (no closure)."""
+        ...
+
+    async def set_user_roles(self, user_id: UUID, roles: frozenset[str]) -> None:
+        """Replace the user's direct roles in one transaction;
+        :class:`~bastion.errors.InvalidInput` for an unknown role,
+        :class:`~bastion.errors.NotFound` for an unknown user."""
+        ...
+
+    async def users_with_role(self, name: str) -> list[UUID]: ...
+
+
+class UserAdminStore(Protocol):
+    """What the admin API needs beyond :class:`UserStore`."""
+
+    async def list_users(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        email_contains: str | None = None,
+        role: str | None = None,
+        is_active: bool | None = None,
+    ) -> UserPage:
+        """A page of users ordered by creation time then id, and the total
+        matching the filters. ``email_contains`` matches case-insensitively and
+        literally (``%`` and ``_`` are not wildcards)."""
+        ...
+
+    async def delete_user(self, user_id: UUID) -> None:
+        """Delete the user and everything hanging off it (roles, sessions);
+        :class:`~bastion.errors.NotFound` if it does not exist."""
+        ...
+
+    async def update_user(
+        self,
+        user_id: UUID,
+        *,
+        now: datetime,
+        is_active: bool | None = None,
+        email_verified: bool | None = None,
+        username: str | None = None,
+    ) -> User:
+        """Change the given fields; :class:`~bastion.errors.NotFound` if unknown,
+        :class:`~bastion.errors.Conflict` if the username is taken."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One security-relevant action: who did what to whom, what changed."""
+
+    id: UUID
+    at: datetime
+    action: str
+    actor: str | None
+    target: str | None
+    request_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    events: list[AuditEvent]
+    next_cursor: str | None
+
+
+class AuditStore(Protocol):
+    async def add(self, event: AuditEvent) -> None: ...
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+    ) -> AuditPage:
+        """Newest first. ``cursor`` is opaque (from the previous page's
+        ``next_cursor``); a malformed cursor raises
+        :class:`~bastion.errors.InvalidInput`."""
         ...

@@ -9,13 +9,12 @@ refresh-token grant (§6) rotates it.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from uuid import UUID
 
 from bastion.accounts import AccountService
-from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant, InvalidScope
-from bastion.scopes import format_scope, parse_scope
+from bastion.authz import AuthorizationService, narrow
+from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant
 from bastion.tokens.access import AccessTokenIssuer, IssuedToken
 from bastion.tokens.refresh import ClientContext, IssuedRefreshToken, RefreshTokenService
 
@@ -35,33 +34,22 @@ class GrantService:
     def __init__(
         self,
         accounts: AccountService,
+        authz: AuthorizationService,
         issuer: AccessTokenIssuer,
         refresh: RefreshTokenService,
         *,
-        scopes_supported: Collection[str],
         password_grant_enabled: bool,
     ) -> None:
         self._accounts = accounts
+        self._authz = authz
         self._issuer = issuer
         self._refresh = refresh
-        self._scopes_supported = frozenset(scopes_supported)
         self.password_grant_enabled = password_grant_enabled
 
     @property
     def grant_types(self) -> list[str]:
         password = ["password"] if self.password_grant_enabled else []
         return [*password, "refresh_token"]
-
-    def grant_scopes(self, requested: str | None) -> frozenset[str]:
-        """RFC 6749 §3.3: no scope requested means the default (every supported
-        scope); an unknown scope is refused with ``invalid_scope``."""
-        wanted = parse_scope(requested)
-        if not wanted:
-            return self._scopes_supported
-        unknown = wanted - self._scopes_supported
-        if unknown:
-            raise InvalidScope(f"Unknown scope: {format_scope(unknown)}.")
-        return wanted
 
     async def password(
         self,
@@ -73,15 +61,18 @@ class GrantService:
         context: ClientContext,
     ) -> TokenPair:
         client_id = _first_party(client_id)
-        scopes = self.grant_scopes(scope)
         try:
             user = await self._accounts.authenticate(email=username, password=password)
         except InvalidCredentials as exc:
             raise InvalidGrant("Invalid username or password.") from exc
+        # RFC 6749 §3.3: the requested scopes the user's roles allow; all of
+        # them when none is asked; invalid_scope only when nothing is left.
+        # Checked after the password, so scopes tell a stranger nothing.
+        roles, scopes = await self._authz.grant_scopes(user.id, scope)
         refresh = await self._refresh.start(
             user_id=user.id, client_id=client_id, scopes=scopes, context=context
         )
-        return TokenPair(await self._access_token(refresh), refresh)
+        return TokenPair(await self._access_token(refresh, roles, scopes), refresh)
 
     async def refresh_token(
         self,
@@ -95,16 +86,24 @@ class GrantService:
         refresh = await self._refresh.rotate(
             refresh_token, client_id=_first_party(client_id), scope=scope, context=context
         )
-        if await self._accounts.get_active_user(refresh.session.user_id) is None:
+        user_id = refresh.session.user_id
+        if await self._accounts.get_active_user(user_id) is None:
             await self._refresh.revoke_session(refresh.session.id)
             raise InvalidGrant("The refresh token is invalid.")
-        return TokenPair(await self._access_token(refresh), refresh)
+        # Roles are read afresh at every refresh: a role taken away since the
+        # login narrows the new token instead of living on in the session.
+        effective = await self._authz.effective(user_id)
+        scopes = narrow(refresh.scopes, effective.permissions)
+        return TokenPair(await self._access_token(refresh, effective.roles, scopes), refresh)
 
-    async def _access_token(self, refresh: IssuedRefreshToken) -> IssuedToken:
+    async def _access_token(
+        self, refresh: IssuedRefreshToken, roles: frozenset[str], scopes: frozenset[str]
+    ) -> IssuedToken:
         session = refresh.session
         return await self._issuer.issue(
             subject=str(session.user_id),
-            scopes=refresh.scopes,
+            scopes=scopes,
+            roles=sorted(roles),
             client_id=session.client_id,
             extra={"sid": str(session.id)},
         )

@@ -178,7 +178,7 @@ class RefreshTokenService:
         if self._grace and now - used_at <= self._grace:
             raise InvalidGrant("The refresh token was already used.")
         await self._store.revoke_family(session.id, now=now)
-        self._audit.record(
+        await self._audit.record(
             "refresh_token.reuse_detected",
             actor=str(session.user_id),
             target=str(session.id),

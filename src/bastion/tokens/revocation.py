@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -135,7 +136,7 @@ class RevocationService:
             session = await self._refresh.find_session(refresh_token)
             if session is not None and str(session.user_id) == claims.subject:
                 await self._refresh.revoke_session(session.id)
-        self._audit.record("logout", actor=claims.subject, target=claims.jwt_id)
+        await self._audit.record("logout", actor=claims.subject, target=claims.jwt_id)
 
     async def revoke(
         self,
@@ -157,20 +158,38 @@ class RevocationService:
             session = await self._refresh.find_session(token)
             if session is not None and (client_id is None or session.client_id == client_id):
                 await self._refresh.revoke_session(session.id)
-                self._audit.record(
+                await self._audit.record(
                     "token.revoked", actor=str(session.user_id), target=str(session.id)
                 )
             return
         if access_token_claims is not None:
             await self.revoke_access_token(access_token_claims)
-            self._audit.record("token.revoked", actor=access_token_claims.subject)
+            await self._audit.record("token.revoked", actor=access_token_claims.subject)
 
-    async def revoke_everything(self, user_id: UUID, *, reason: str) -> int:
+    async def revoke_everything(
+        self, user_id: UUID, *, reason: str, actor: str | None = None
+    ) -> int:
         """Every refresh family of the user, and every access token issued until
         now (a watermark); returns how many sessions ended."""
         ended = await self._refresh.revoke_all(user_id)
+        await self._set_watermark(user_id)
+        await self._audit.record(
+            "sessions.revoked_all",
+            actor=actor,
+            target=str(user_id),
+            reason=reason,
+            count=ended,
+        )
+        return ended
+
+    async def expire_access_tokens(self, user_ids: Iterable[UUID]) -> None:
+        """Make every access token issued until now to these users stop working
+        in strict mode, and leave their sessions alone: after a change of
+        roles, the next refresh issues tokens with the new permissions."""
+        for user_id in user_ids:
+            await self._set_watermark(user_id)
+
+    async def _set_watermark(self, user_id: UUID) -> None:
         now = self._clock.now()
         await self._store.set_watermark(str(user_id), now, keep_until=now + self._watermark_life)
         self._checker.forget(subject=str(user_id))
-        self._audit.record("sessions.revoked_all", target=str(user_id), reason=reason, count=ended)
-        return ended

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
-from bastion.server.routes import accounts, health, me, revocation, token, well_known
+from bastion.server.routes import accounts, admin, health, me, revocation, token, well_known
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -14,6 +14,6 @@ if TYPE_CHECKING:
 
 def build_router(bastion: "Bastion") -> APIRouter:
     router = APIRouter()
-    for module in (accounts, token, revocation, me, well_known, health):
+    for module in (accounts, token, revocation, me, admin, well_known, health):
         router.include_router(module.build(bastion))
     return router

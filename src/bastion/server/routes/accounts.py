@@ -36,7 +36,10 @@ def build(bastion: "Bastion") -> APIRouter:
         if not bastion.settings.allow_registration:
             raise FeatureDisabled("Registration is switched off on this server.")
         user = await bastion.accounts.register(
-            email=str(body.email), password=body.password, username=body.username
+            email=str(body.email),
+            password=body.password,
+            username=body.username,
+            roles=frozenset(bastion.settings.default_roles),
         )
         return UserOut.of(user)
 

@@ -86,7 +86,7 @@ def build(bastion: "Bastion") -> APIRouter:
             # 403, not 401: the token is fine, the proof of the old password is not.
             raise AuthorizationError(exc.detail) from None
         await bastion.revocations.revoke_everything(user.id, reason="password_changed")
-        bastion.audit.record("password.changed", actor=str(user.id), target=str(user.id))
+        await bastion.audit.record("password.changed", actor=str(user.id), target=str(user.id))
 
     @router.get("/sessions", response_model=list[SessionOut])
     async def sessions(caller: Caller) -> list[SessionOut]:
@@ -107,7 +107,7 @@ def build(bastion: "Bastion") -> APIRouter:
         """End one of the caller's sessions: its refresh token stops working."""
         _, user = caller
         await bastion.refresh.revoke_session(session_id, user_id=user.id)
-        bastion.audit.record("session.ended", actor=str(user.id), target=str(session_id))
+        await bastion.audit.record("session.ended", actor=str(user.id), target=str(session_id))
 
     @router.post("/sessions/revoke-all", response_model=RevokedSessions)
     async def revoke_all(caller: Caller) -> RevokedSessions:

@@ -34,7 +34,13 @@ def build(bastion: "Bastion") -> APIRouter:
             "jwks_uri": f"{issuer}{JWKS_PATH}",
             "grant_types_supported": bastion.grants.grant_types,
             "response_types_supported": [],
-            "scopes_supported": sorted(settings.scopes),
+            "scopes_supported": sorted(
+                {
+                    p
+                    for role in (await bastion.authz.roles_by_name()).values()
+                    for p in role.permissions
+                }
+            ),
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint": f"{issuer}/oauth/revoke",
             "revocation_endpoint_auth_methods_supported": ["none"],

@@ -9,21 +9,26 @@ Typical wiring::
     users, keys = SqlUserStore(sessions), SqlKeyStore(sessions)
     refresh = SqlRefreshTokenStore(sessions)
     revocations = SqlRevocationStore(sessions, clock=clock)
+    roles, audit = SqlRoleStore(sessions), SqlAuditStore(sessions)
     ...
     await engine.dispose()
 """
 
+from bastion.stores.sql.audit import SqlAuditStore
 from bastion.stores.sql.engine import create_engine, create_sessionmaker, normalize_database_url
 from bastion.stores.sql.keys import SqlKeyStore
 from bastion.stores.sql.migrate import current_revision, head_revision, upgrade, upgrade_sync
 from bastion.stores.sql.refresh import SqlRefreshTokenStore
 from bastion.stores.sql.revocation import SqlRevocationStore
+from bastion.stores.sql.roles import SqlRoleStore
 from bastion.stores.sql.users import SqlUserStore
 
 __all__ = [
+    "SqlAuditStore",
     "SqlKeyStore",
     "SqlRefreshTokenStore",
     "SqlRevocationStore",
+    "SqlRoleStore",
     "SqlUserStore",
     "create_engine",
     "create_sessionmaker",

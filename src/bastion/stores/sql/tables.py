@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     Double,
@@ -31,13 +32,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "NAMING_CONVENTION",
+    "AuditEventRow",
     "Base",
     "RefreshFamilyRow",
     "RefreshTokenRow",
     "RevokedTokenRow",
+    "RoleParentRow",
+    "RolePermissionRow",
+    "RoleRow",
     "SigningKeyRow",
     "TokenWatermarkRow",
     "UTCDateTime",
+    "UserRoleRow",
     "UserRow",
     "as_utc",
     "metadata",
@@ -63,6 +69,13 @@ TOKEN_HASH_LENGTH = 64
 """A SHA-256 in hex."""
 JTI_MAX_LENGTH = 255
 SUBJECT_MAX_LENGTH = 255
+ROLE_NAME_MAX_LENGTH = 64
+ROLE_DESCRIPTION_MAX_LENGTH = 500
+PERMISSION_MAX_LENGTH = 128
+AUDIT_ACTION_MAX_LENGTH = 64
+AUDIT_PARTY_MAX_LENGTH = 255
+"""An audit event's ``actor`` and ``target``."""
+REQUEST_ID_MAX_LENGTH = 64
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -207,3 +220,86 @@ class TokenWatermarkRow(Base):
     subject: Mapped[str] = mapped_column(String(SUBJECT_MAX_LENGTH), primary_key=True)
     moment: Mapped[float] = mapped_column(Double)
     keep_until: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+# ------------------------------------------------------------------ authorization
+
+
+class RoleRow(Base):
+    """A role (see :class:`~bastion.stores.protocols.Role`). Migration 0003
+    seeds ``user``, ``editor`` and ``admin``."""
+
+    __tablename__ = "roles"
+
+    name: Mapped[str] = mapped_column(String(ROLE_NAME_MAX_LENGTH), primary_key=True)
+    description: Mapped[str] = mapped_column(String(ROLE_DESCRIPTION_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """Also the role's version for optimistic concurrency
+    (:meth:`~bastion.stores.sql.roles.SqlRoleStore.replace_role`)."""
+
+
+class RoleParentRow(Base):
+    """``role`` includes (inherits everything of) ``parent``."""
+
+    __tablename__ = "role_parents"
+    __table_args__ = (CheckConstraint("role <> parent", name="not_self"),)
+
+    role: Mapped[str] = mapped_column(
+        String(ROLE_NAME_MAX_LENGTH),
+        ForeignKey("roles.name", ondelete="CASCADE", onupdate="CASCADE"),
+        primary_key=True,
+    )
+    parent: Mapped[str] = mapped_column(
+        String(ROLE_NAME_MAX_LENGTH),
+        ForeignKey("roles.name", ondelete="CASCADE"),
+        primary_key=True,
+    )
+
+
+class RolePermissionRow(Base):
+    """``role`` grants ``permission`` (``resource:action``, or ``resource:*``)."""
+
+    __tablename__ = "role_permissions"
+
+    role: Mapped[str] = mapped_column(
+        String(ROLE_NAME_MAX_LENGTH),
+        ForeignKey("roles.name", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    permission: Mapped[str] = mapped_column(String(PERMISSION_MAX_LENGTH), primary_key=True)
+
+
+class UserRoleRow(Base):
+    """A role assigned directly to a user (its parents follow by closure)."""
+
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(
+        String(ROLE_NAME_MAX_LENGTH),
+        ForeignKey("roles.name", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    )
+
+
+class AuditEventRow(Base):
+    """One audit event (see :class:`~bastion.stores.protocols.AuditEvent`).
+    Paged newest first by ``(at, id)``, which the composite index serves."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at_id", "at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(AUDIT_ACTION_MAX_LENGTH), index=True)
+    actor: Mapped[str | None] = mapped_column(String(AUDIT_PARTY_MAX_LENGTH), index=True)
+    target: Mapped[str | None] = mapped_column(String(AUDIT_PARTY_MAX_LENGTH), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_MAX_LENGTH))
+    # none_as_null: a missing before/after is SQL NULL, not the JSON value null.
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,5 +1,5 @@
-"""Users in SQL: :class:`~bastion.stores.protocols.UserStore` for SQLite and
-PostgreSQL.
+"""Users in SQL: :class:`~bastion.stores.protocols.UserStore` and
+:class:`~bastion.stores.protocols.UserAdminStore` for SQLite and PostgreSQL.
 
 Uniqueness of email and username (case-insensitively, see
 :mod:`bastion.emails`) is the job of the database's unique constraints, not of
@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.emails import canonical_email, canonical_username
 from bastion.errors import Conflict, EmailAlreadyRegistered, InvalidInput, NotFound
-from bastion.stores.protocols import NewUser, User
+from bastion.stores.protocols import NewUser, User, UserPage
 from bastion.stores.sql.engine import database_errors
 from bastion.stores.sql.tables import (
     EMAIL_MAX_LENGTH,
     PASSWORD_HASH_MAX_LENGTH,
     USERNAME_MAX_LENGTH,
+    RefreshFamilyRow,
+    RefreshTokenRow,
+    RoleRow,
+    UserRoleRow,
     UserRow,
     as_utc,
 )
@@ -72,6 +76,13 @@ class SqlUserStore:
             with database_errors():
                 async with self._sessionmaker.begin() as session:
                     session.add(row)
+                    if user.roles:
+                        await _check_roles_exist(session, user.roles)
+                        await session.flush()  # the user row first: user_roles refers to it
+                        await session.execute(
+                            insert(UserRoleRow),
+                            [{"user_id": row.id, "role": role} for role in sorted(user.roles)],
+                        )
         except IntegrityError as e:
             _raise_conflict(e)
         return _to_user(row)
@@ -110,6 +121,132 @@ class SqlUserStore:
         """Enable or disable the account; :class:`NotFound` if there is no such user."""
         await self._update(user_id, now=now, is_active=active)
 
+    # ------------------------------------------------------------ UserAdminStore
+
+    async def list_users(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        email_contains: str | None = None,
+        role: str | None = None,
+        is_active: bool | None = None,
+    ) -> UserPage:
+        """A page of users ordered by ``created_at`` then ``id``, and how many
+        match the filters in all (a ``COUNT`` with the same filters).
+
+        ``email_contains`` is a literal substring, compared case-insensitively
+        (both sides folded as by :func:`canonical_email`): ``%``, ``_`` and
+        ``\\`` match only themselves. ``role`` keeps users the role is
+        assigned to directly. A negative ``offset`` or ``limit`` is
+        :class:`InvalidInput`; the edge bounds ``limit`` from above."""
+        if offset < 0 or limit < 0:
+            raise InvalidInput("offset and limit must not be negative.")
+        conditions: list[Any] = []
+        if email_contains:
+            pattern = f"%{_escape_like(canonical_email(email_contains))}%"
+            conditions.append(UserRow.email_canonical.like(pattern, escape="\\"))
+        if role is not None:
+            conditions.append(
+                UserRow.id.in_(select(UserRoleRow.user_id).where(UserRoleRow.role == role))
+            )
+        if is_active is not None:
+            conditions.append(UserRow.is_active.is_(is_active))
+        page = (
+            select(UserRow)
+            .where(*conditions)
+            .order_by(UserRow.created_at, UserRow.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        total = select(func.count()).select_from(UserRow).where(*conditions)
+        with database_errors():
+            async with self._sessionmaker.begin() as session:
+                rows = (await session.execute(page)).scalars().all()
+                count = (await session.execute(total)).scalar_one()
+        return UserPage(users=[_to_user(row) for row in rows], total=count)
+
+    async def delete_user(self, user_id: uuid.UUID) -> None:
+        """Delete the user with their role assignments and refresh-token
+        families (sessions) and tokens; :class:`NotFound` if there is no such
+        user. Access tokens already issued stay valid until they expire unless
+        the caller also revokes them (a watermark, see
+        :class:`~bastion.stores.protocols.RevocationStore`).
+
+        The foreign keys cascade; on SQLite the dependents are also deleted
+        explicitly, in case the engine lacks ``foreign_keys=ON`` (on
+        PostgreSQL the cascade keeps the family-before-token lock order of
+        :class:`~bastion.stores.sql.refresh.SqlRefreshTokenStore`)."""
+        with database_errors():
+            async with self._sessionmaker.begin() as session:
+                if session.get_bind().dialect.name == "sqlite":
+                    families = select(RefreshFamilyRow.id).where(
+                        RefreshFamilyRow.user_id == user_id
+                    )
+                    for stmt in (
+                        delete(RefreshTokenRow).where(RefreshTokenRow.family_id.in_(families)),
+                        delete(RefreshFamilyRow).where(RefreshFamilyRow.user_id == user_id),
+                        delete(UserRoleRow).where(UserRoleRow.user_id == user_id),
+                    ):
+                        await session.execute(stmt.execution_options(synchronize_session=False))
+                result = cast(
+                    CursorResult[Any],
+                    await session.execute(
+                        delete(UserRow)
+                        .where(UserRow.id == user_id)
+                        .execution_options(synchronize_session=False)
+                    ),
+                )
+                if result.rowcount == 0:
+                    raise NotFound("The user does not exist.")
+
+    async def update_user(
+        self,
+        user_id: uuid.UUID,
+        *,
+        now: datetime,
+        is_active: bool | None = None,
+        email_verified: bool | None = None,
+        username: str | None = None,
+    ) -> User:
+        """Change the given fields (``None`` leaves a field as it is) and
+        ``updated_at``; returns the user as stored. :class:`NotFound` if there
+        is no such user, :class:`Conflict` if the username is taken
+        (case-insensitively), :class:`InvalidInput` if it is too long. With no
+        field given nothing is written and the stored user comes back."""
+        values: dict[str, object] = {}
+        if is_active is not None:
+            values["is_active"] = is_active
+        if email_verified is not None:
+            values["email_verified"] = email_verified
+        if username is not None:
+            key = canonical_username(username)
+            if max(len(username), len(key)) > USERNAME_MAX_LENGTH:
+                raise InvalidInput(f"The username is longer than {USERNAME_MAX_LENGTH} characters.")
+            values["username"] = username
+            values["username_canonical"] = key
+        now = as_utc(now)
+        if not values:
+            user = await self.get(user_id)
+            if user is None:
+                raise NotFound("The user does not exist.")
+            return user
+        stmt = (
+            update(UserRow)
+            .where(UserRow.id == user_id)
+            .values(updated_at=now, **values)
+            .returning(*UserRow.__table__.columns)
+        )
+        try:
+            with database_errors():
+                async with self._sessionmaker.begin() as session:
+                    found = (await session.execute(stmt)).mappings().first()
+        except IntegrityError as e:
+            _raise_conflict(e)
+        if found is None:
+            raise NotFound("The user does not exist.")
+        return _to_user(UserRow(**found))
+
     async def _update(self, user_id: uuid.UUID, *, now: datetime, **values: object) -> None:
         now = as_utc(now)
         stmt = (
@@ -125,6 +262,13 @@ class SqlUserStore:
             raise NotFound("The user does not exist.")
 
 
+async def _check_roles_exist(session: AsyncSession, roles: frozenset[str]) -> None:
+    known = (await session.execute(select(RoleRow.name).where(RoleRow.name.in_(roles)))).scalars()
+    unknown = roles - set(known)
+    if unknown:
+        raise InvalidInput(f"Unknown role: {' '.join(sorted(unknown))}.")
+
+
 def _check_lengths(user: NewUser, email_key: str, username_key: str | None) -> None:
     if max(len(user.email), len(email_key)) > EMAIL_MAX_LENGTH:
         raise InvalidInput(f"The email address is longer than {EMAIL_MAX_LENGTH} characters.")
@@ -136,6 +280,11 @@ def _check_lengths(user: NewUser, email_key: str, username_key: str | None) -> N
         raise InvalidInput(f"The username is longer than {USERNAME_MAX_LENGTH} characters.")
     if len(user.password_hash) > PASSWORD_HASH_MAX_LENGTH:
         raise InvalidInput("The password hash is too long to store.")
+
+
+def _escape_like(text: str) -> str:
+    """``text`` as a literal inside a ``LIKE … ESCAPE '\\'`` pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _raise_conflict(error: IntegrityError) -> NoReturn:
