@@ -16,6 +16,8 @@ from bastion.server.app import create_app
 from bastion.settings import Settings
 from bastion.stores.sql.migrate import upgrade
 
+pytest_plugins = ["tests.secrets_in_logs"]  # the session fails if a secret reaches a log line
+
 TEST_SECRET = SecretStr("test-secret-key-that-is-long-enough-0123456789")
 ISSUER = "http://testserver"
 
@@ -35,7 +37,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a hermetic test server; keyword arguments override fields.
 
     argon2 runs with cheap parameters here: the suite tests behaviour, and the
-    benchmark measures the real cost with the OWASP baseline."""
+    benchmark measures the real cost with the OWASP baseline. Rate limits and
+    the failed-login lockout are off, so tests may log in freely; their own
+    tests switch them on."""
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
@@ -44,6 +48,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "issuer": ISSUER,
             "argon2_memory_cost": 8192,
             "argon2_time_cost": 1,
+            "rate_limits_enabled": False,
+            "lockout_enabled": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -66,9 +72,15 @@ async def bastion(settings: Settings, clock: FrozenClock) -> AsyncIterator[Basti
 
 @pytest.fixture
 async def client(bastion: Bastion) -> AsyncIterator[httpx.AsyncClient]:
+    # Imported here, not at the top: pytest must import the plugin itself (above)
+    # so that its asserts are rewritten.
+    from tests.secrets_in_logs import EVENT_HOOKS
+
     app = create_app(bastion=bastion)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url=ISSUER, event_hooks=EVENT_HOOKS
+    ) as http:
         yield http
 
 

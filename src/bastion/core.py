@@ -28,8 +28,11 @@ from bastion.clock import Clock, SystemClock
 from bastion.errors import ConfigurationError
 from bastion.guard import BearerGuard, TokenVerifier
 from bastion.keys import LocalKeyManager
+from bastion.lockout import Lockout
 from bastion.password_policy import PasswordPolicy
 from bastion.passwords import PasswordHasher
+from bastion.ratelimit import RateLimiter
+from bastion.server.context import TrustedProxies
 from bastion.settings import Settings
 from bastion.stores.memory import MemoryRevocationStore
 from bastion.stores.protocols import RevocationStore
@@ -85,6 +88,14 @@ class Bastion:
         )
         self.accounts = AccountService(self.users, self.hasher, self.policy, clock)
 
+        # Rate limits and lockout share one storage: Redis when configured
+        # (limits hold across instances), else this process's memory.
+        self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
+        self.limiter = RateLimiter.from_settings(settings, self.redis)
+        self.lockout = Lockout.from_settings(
+            settings, self.limiter, self.audit, subject_of=self._subject_of
+        )
+
         self.keys = LocalKeyManager(
             self.key_store,
             settings.resolved_secret_key(),
@@ -115,6 +126,7 @@ class Bastion:
             self.tokens,
             self.refresh,
             password_grant_enabled=settings.allow_password_grant,
+            lockout=self.lockout,
         )
         self.revocation_checker = RevocationChecker(
             self.revocation_store, clock, max_staleness=settings.revocation_cache_ttl
@@ -188,6 +200,7 @@ class Bastion:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
             self._housekeeping = None
+        await self.limiter.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -206,6 +219,11 @@ class Bastion:
         if choice == "memory":
             return MemoryRevocationStore(self.clock)
         return SqlRevocationStore(sessions, clock=self.clock)
+
+    async def _subject_of(self, account: str) -> str | None:
+        """The user id an account identifier (an email) names, for audit events."""
+        user = await self.accounts.get_by_email(account)
+        return str(user.id) if user is not None else None
 
     async def purge(self) -> dict[str, int]:
         """Housekeeping: drop expired refresh families, denylist entries,

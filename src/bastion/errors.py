@@ -138,12 +138,31 @@ class FeatureDisabled(BastionError):
 
 
 class RateLimited(BastionError):
+    """Too many requests: ``retry_after`` seconds until one more would pass.
+
+    ``policy``, ``quota`` and ``window`` name the rate-limit policy that refused
+    the request (its quota per window of seconds), for the ``RateLimit`` and
+    ``RateLimit-Policy`` headers; a lockout leaves them ``None`` and answers
+    with ``Retry-After`` only.
+    """
+
     status_code = 429
     title = "Too many requests"
     default_detail = "Too many requests; try again later."
 
-    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        retry_after: int,
+        detail: str | None = None,
+        *,
+        policy: str | None = None,
+        quota: int | None = None,
+        window: int | None = None,
+    ) -> None:
         self.retry_after = retry_after
+        self.policy = policy
+        self.quota = quota
+        self.window = window
         super().__init__(detail)
 
 

@@ -109,14 +109,93 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = False
 
+    # ------------------------------------------------ HTTP hardening
+    # See bastion.security_headers and bastion.middleware; wired in
+    # bastion.server.app.create_app. `None` means "decided by the mode".
+    hsts: bool | None = Field(
+        default=None, description="Strict-Transport-Security; None: on in production only."
+    )
+    hsts_max_age: int = Field(default=63_072_000, ge=0, description="Seconds.")
+    docs_enabled: bool | None = Field(
+        default=None, description="/docs and /redoc; None: on in development only."
+    )
+    https_redirect: bool = Field(
+        default=False, description="Redirect GET/HEAD over http to https; refuse the rest."
+    )
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host headers answered; empty: any."
+    )
+    max_json_depth: int = Field(default=32, ge=2, le=512, description="Deeper bodies get 400.")
+    max_form_fields: int = Field(default=32, ge=1, le=1000, description="Form fields per request.")
+    max_form_part_bytes: int = Field(
+        default=16_384, ge=1024, description="Largest single form field, bytes."
+    )
+    max_header_bytes: int = Field(
+        default=32_768, ge=8_192, description="Request header fields in all; more gets 431."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_trusted_hosts(cls, data: object) -> object:
+        """Accept ``BASTION_TRUSTED_HOSTS=auth.example.com,*.example.com``."""
+        if isinstance(data, dict) and isinstance(data.get("trusted_hosts"), str):
+            raw: str = data["trusted_hosts"]
+            hosts = [v.strip() for v in raw.replace(" ", ",").split(",") if v.strip()]
+            data = {**data, "trusted_hosts": hosts}
+        return data
+
+    @property
+    def hsts_enabled(self) -> bool:
+        return self.is_production if self.hsts is None else self.hsts
+
+    @property
+    def docs_visible(self) -> bool:
+        return not self.is_production if self.docs_enabled is None else self.docs_enabled
+
+    # ------------------------------------------------ end of HTTP hardening
+
     log_level: str = "INFO"
+
+    # ------------------------------------------------ rate limits and lockout
+    # See bastion.ratelimit and bastion.lockout. Limit strings use the `limits`
+    # notation ("30/minute", "10 per hour"); a bad one refuses start-up.
+    rate_limits_enabled: bool = Field(
+        default=True, description="Off only behind a gateway that limits, or in tests."
+    )
+    rate_limit_token_ip: str = "30/minute"
+    rate_limit_token_account: str = "10/minute"
+    rate_limit_register_ip: str = "10/hour"
+    rate_limit_password_change: str = "5/minute"
+    rate_limit_key_prefix: str = Field(
+        default="bastion:limits", min_length=1, description="Redis key prefix of limits."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="IPs/CIDRs whose X-Forwarded-For is believed; nobody else's is.",
+    )
+    lockout_enabled: bool = True
+    lockout_ip_failures: int = Field(
+        default=5, ge=1, description="Failures of one account from one IP before that pair waits."
+    )
+    lockout_account_failures: int = Field(
+        default=20, ge=1, description="Failures of one account from any IPs before a lock."
+    )
+    lockout_window: int = Field(
+        default=900, ge=1, le=86_400, description="Seconds failures are counted for."
+    )
+    lockout_duration: int = Field(
+        default=60, ge=1, description="Seconds of the first account lock; each next one doubles."
+    )
+    lockout_max_duration: int = Field(
+        default=900, ge=1, le=86_400, description="Cap of an account lock, seconds."
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
         """Accept ``BASTION_CORS_ORIGINS=https://a,https://b`` as well as a list."""
         if isinstance(data, dict):
-            for name in ("cors_origins", "default_roles"):
+            for name in ("cors_origins", "default_roles", "trusted_proxies"):
                 raw = data.get(name)
                 if isinstance(raw, str):
                     data = {

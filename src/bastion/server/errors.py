@@ -9,6 +9,10 @@
   without echoing the submitted values (they may hold a password).
 - Anything unexpected becomes a bare 500 problem; the traceback goes to the
   log, never to the client.
+- A rate limit (429) carries ``Retry-After`` and, when a quota policy refused
+  it, ``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers:
+  ``"token_ip";q=30;w=60`` and ``"token_ip";r=0;t=42``). The token endpoint
+  answers it in the RFC 6749 §5.2 shape (:func:`oauth_rate_limited_response`).
 """
 
 from __future__ import annotations
@@ -92,13 +96,37 @@ def oauth_error_response(error: OAuthError) -> JSONResponse:
     )
 
 
+def rate_limit_headers(error: RateLimited) -> dict[str, str]:
+    """``Retry-After`` (RFC 9110 §10.2.3), and the draft RateLimit fields when
+    the refusal came from a named policy: its quota ``q`` per window ``w``
+    seconds, nothing remaining (``r=0``), ``t`` seconds until one more passes."""
+    headers = {"Retry-After": str(error.retry_after)}
+    if error.policy is not None and error.quota is not None and error.window is not None:
+        name = oauth_description(error.policy)
+        headers["RateLimit-Policy"] = f'"{name}";q={error.quota};w={error.window}'
+        headers["RateLimit"] = f'"{name}";r=0;t={error.retry_after}'
+    return headers
+
+
+def oauth_rate_limited_response(error: RateLimited) -> JSONResponse:
+    """429 on an OAuth endpoint: RFC 6749 §5.2 registers no code for it, and
+    clients of the token endpoint parse §5.2 bodies there, so the body is
+    ``invalid_request`` with a description; the status and ``Retry-After`` say
+    the rest. Never cached."""
+    return JSONResponse(
+        {"error": "invalid_request", "error_description": oauth_description(error.detail)},
+        status_code=error.status_code,
+        headers={**NO_STORE, **rate_limit_headers(error)},
+    )
+
+
 def bastion_error_response(error: BastionError) -> JSONResponse:
     if isinstance(error, OAuthError):
         return oauth_error_response(error)
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if isinstance(error, RateLimited):
-        headers["Retry-After"] = str(error.retry_after)
+        headers.update(rate_limit_headers(error))
     if isinstance(error, PasswordRejected):
         extra["reason"] = error.reason
     if error.status_code >= 500:

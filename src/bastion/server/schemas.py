@@ -132,6 +132,8 @@ RoleName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
 ]
 Permission = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
+"""Free text, but no NUL: PostgreSQL cannot store one in a text column."""
 
 
 class AdminUserOut(UserOut):
@@ -195,7 +197,7 @@ class RoleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: RoleName
-    description: Annotated[str, Field(max_length=500)] = ""
+    description: Description = ""
     parents: Annotated[list[RoleName], Field(max_length=64)] = []
     permissions: Annotated[list[Permission], Field(max_length=256)] = []
 
@@ -203,7 +205,7 @@ class RoleCreate(BaseModel):
 class RoleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: Annotated[str, Field(max_length=500)] | None = None
+    description: Description | None = None
     parents: Annotated[list[RoleName], Field(max_length=64)] | None = None
     permissions: Annotated[list[Permission], Field(max_length=256)] | None = None
 

@@ -10,6 +10,7 @@ refresh-token grant (§6) rotates it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from bastion.accounts import AccountService
@@ -17,6 +18,9 @@ from bastion.authz import AuthorizationService, narrow
 from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant
 from bastion.tokens.access import AccessTokenIssuer, IssuedToken
 from bastion.tokens.refresh import ClientContext, IssuedRefreshToken, RefreshTokenService
+
+if TYPE_CHECKING:
+    from bastion.lockout import Lockout
 
 FIRST_PARTY_CLIENT_ID = "bastion"
 """The built-in public client of Bastion's own login (Swagger UI, CLI, pages)."""
@@ -39,12 +43,14 @@ class GrantService:
         refresh: RefreshTokenService,
         *,
         password_grant_enabled: bool,
+        lockout: Lockout | None = None,
     ) -> None:
         self._accounts = accounts
         self._authz = authz
         self._issuer = issuer
         self._refresh = refresh
         self.password_grant_enabled = password_grant_enabled
+        self._lockout = lockout
 
     @property
     def grant_types(self) -> list[str]:
@@ -62,7 +68,13 @@ class GrantService:
     ) -> TokenPair:
         client_id = _first_party(client_id)
         try:
-            user = await self._accounts.authenticate(email=username, password=password)
+            if self._lockout is None:
+                user = await self._accounts.authenticate(email=username, password=password)
+            else:
+                # Lockout and the per-account limit are checked before the
+                # password (a refused guess costs no hash); the outcome counts.
+                async with self._lockout.attempt(username, context.ip_address):
+                    user = await self._accounts.authenticate(email=username, password=password)
         except InvalidCredentials as exc:
             raise InvalidGrant("Invalid username or password.") from exc
         # RFC 6749 §3.3: the requested scopes the user's roles allow; all of

@@ -4,9 +4,11 @@
 # signatures at runtime, and they refer to the local `bastion`.
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from bastion.errors import FeatureDisabled
+from bastion.ratelimit import ip_key
+from bastion.server.context import client_context
 from bastion.server.schemas import Problem, RegisterRequest, UserOut
 
 if TYPE_CHECKING:
@@ -24,9 +26,10 @@ def build(bastion: "Bastion") -> APIRouter:
             403: {"model": Problem, "description": "Registration is switched off"},
             409: {"model": Problem, "description": "The email is already registered"},
             422: {"model": Problem, "description": "Invalid input or password refused"},
+            429: {"model": Problem, "description": "Too many sign-ups from this address"},
         },
     )
-    async def register(body: RegisterRequest) -> UserOut:
+    async def register(body: RegisterRequest, request: Request) -> UserOut:
         """Create an account. The answer never contains the password hash.
 
         A taken email (compared case-insensitively) answers 409: registration
@@ -35,6 +38,8 @@ def build(bastion: "Bastion") -> APIRouter:
         """
         if not bastion.settings.allow_registration:
             raise FeatureDisabled("Registration is switched off on this server.")
+        context = client_context(request, bastion.trusted_proxies)
+        await bastion.limiter.hit("register_ip", ip_key(context.ip_address))
         user = await bastion.accounts.register(
             email=str(body.email),
             password=body.password,

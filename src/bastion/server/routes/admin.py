@@ -8,7 +8,9 @@ write names its actor in the audit log. Request bodies forbid unknown fields
 Changing what a user may do (their roles, a role's permissions or parents, a
 role's deletion, disabling the user) also expires the affected users' access
 tokens in strict mode, so the change holds at once; their sessions survive,
-and the next refresh issues tokens with the new permissions.
+and the next refresh issues tokens with the new roles and without the
+permissions taken away. Permissions *added* need a new login: a refresh never
+widens the scope granted at login (RFC 6749 §6).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the route
@@ -16,9 +18,9 @@ and the next refresh issues tokens with the new permissions.
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
-from bastion.errors import NotFound
+from bastion.errors import InvalidInput, NotFound
 from bastion.guard import Principal
 from bastion.server.schemas import (
     AdminUserCreate,
@@ -39,6 +41,12 @@ if TYPE_CHECKING:
     from bastion.core import Bastion
 
 MAX_PAGE = 100
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+"""Filters and names from the URL: no control characters. PostgreSQL refuses
+a NUL in text outright (a 500, not an empty answer), and SQLite's LIKE stops
+at one, so a NUL would match everything there."""
+Filter = Annotated[str | None, Query(max_length=255, pattern=PRINTABLE)]
+RoleNameInPath = Annotated[str, Path(max_length=64, pattern=PRINTABLE)]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
     403: {"model": Problem},
@@ -79,8 +87,8 @@ def build(bastion: "Bastion") -> APIRouter:
         admin: UsersAdmin,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        email: Annotated[str | None, Query(max_length=320)] = None,
-        role: Annotated[str | None, Query(max_length=64)] = None,
+        email: Annotated[str | None, Query(max_length=320, pattern=PRINTABLE)] = None,
+        role: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
         active: bool | None = None,
     ) -> AdminUserList:
         """Users oldest first, filtered by email substring, direct role and state."""
@@ -123,9 +131,13 @@ def build(bastion: "Bastion") -> APIRouter:
         """Change roles, state or username. Taking a permission away (roles, or
         disabling) takes effect at once for tokens checked strictly."""
         before, roles_before = await load(user_id)
-        roles = roles_before
         if body.roles is not None:
-            roles = await bastion.authz.set_user_roles(user_id, body.roles, actor=admin.subject)
+            # Refuse unknown roles before writing anything, and write the
+            # fields that can conflict (username) before the roles: a refused
+            # update must leave the roles as they were, not half applied.
+            unknown = set(body.roles) - (await bastion.authz.roles_by_name()).keys()
+            if unknown:
+                raise InvalidInput(f"Unknown role: {' '.join(sorted(unknown))}.")
         user = await bastion.users.update_user(
             user_id,
             now=bastion.clock.now(),
@@ -133,6 +145,9 @@ def build(bastion: "Bastion") -> APIRouter:
             email_verified=body.email_verified,
             username=body.username,
         )
+        roles = roles_before
+        if body.roles is not None:
+            roles = await bastion.authz.set_user_roles(user_id, body.roles, actor=admin.subject)
         if before.is_active and not user.is_active:
             await bastion.revocations.revoke_everything(
                 user_id, reason="user_disabled", actor=admin.subject
@@ -161,6 +176,13 @@ def build(bastion: "Bastion") -> APIRouter:
             target=str(user_id),
             before=_user_snapshot(before, roles),
         )
+
+    @router.post("/users/{user_id}/unlock", status_code=status.HTTP_204_NO_CONTENT)
+    async def unlock_user(user_id: UUID, admin: UsersAdmin) -> None:
+        """Lift the user's failed-login lockout: the account lock and the
+        failure counters of every address (audit event ``account.unlocked``)."""
+        user, _ = await load(user_id)
+        await bastion.lockout.unlock(user.email, actor=admin.subject, subject=str(user_id))
 
     @router.post("/users/{user_id}/sessions/revoke", response_model=RevokedSessions)
     async def revoke_user_sessions(user_id: UUID, admin: SessionsAdmin) -> RevokedSessions:
@@ -191,11 +213,11 @@ def build(bastion: "Bastion") -> APIRouter:
         return RoleOut.of(role)
 
     @router.get("/roles/{name}", response_model=RoleOut)
-    async def read_role(name: str, admin: RolesAdmin) -> RoleOut:
+    async def read_role(name: RoleNameInPath, admin: RolesAdmin) -> RoleOut:
         return RoleOut.of(await bastion.authz.get_role(name))
 
     @router.patch("/roles/{name}", response_model=RoleOut)
-    async def update_role(name: str, body: RoleUpdate, admin: RolesAdmin) -> RoleOut:
+    async def update_role(name: RoleNameInPath, body: RoleUpdate, admin: RolesAdmin) -> RoleOut:
         """Change a role's description, parents or permissions. Holders of the
         role, or of any role including it, get their tokens expired."""
         affected = await bastion.authz.affected_users(name)
@@ -211,7 +233,7 @@ def build(bastion: "Bastion") -> APIRouter:
         return RoleOut.of(role)
 
     @router.delete("/roles/{name}", status_code=status.HTTP_204_NO_CONTENT)
-    async def delete_role(name: str, admin: RolesAdmin) -> None:
+    async def delete_role(name: RoleNameInPath, admin: RolesAdmin) -> None:
         affected = await bastion.authz.affected_users(name)
         await bastion.authz.delete_role(name, actor=admin.subject)
         await bastion.revocations.expire_access_tokens(affected)
@@ -223,9 +245,9 @@ def build(bastion: "Bastion") -> APIRouter:
         reader: AuditReader,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
-        action: Annotated[str | None, Query(max_length=64)] = None,
-        actor: Annotated[str | None, Query(max_length=255)] = None,
-        target: Annotated[str | None, Query(max_length=255)] = None,
+        action: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
+        actor: Filter = None,
+        target: Filter = None,
     ) -> AuditPageOut:
         """Audit events, newest first; pass ``next_cursor`` back for the next page."""
         page = await bastion.audit.page(

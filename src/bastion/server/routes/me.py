@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Security, status
+from fastapi import APIRouter, Depends, Request, Security, status
 
 from bastion.errors import AuthorizationError, InvalidCredentials
 from bastion.guard import Principal, invalid_token_error
+from bastion.ratelimit import account_key
+from bastion.server.context import client_context
 from bastion.server.schemas import (
     PasswordChangeRequest,
     Problem,
@@ -71,17 +73,26 @@ def build(bastion: "Bastion") -> APIRouter:
         responses={
             403: {"model": Problem, "description": "The current password is wrong"},
             422: {"model": Problem, "description": "The new password is refused"},
+            429: {"model": Problem, "description": "Too many attempts"},
         },
     )
-    async def change_password(body: PasswordChangeRequest, caller: Caller) -> None:
+    async def change_password(
+        body: PasswordChangeRequest, caller: Caller, request: Request
+    ) -> None:
         """Change the password, proving the current one. Every session ends,
         this one included, and every access token issued until now stops
-        working (strict mode): whoever knew the old password is out."""
+        working (strict mode): whoever knew the old password is out.
+
+        Rate-limited per account, and a wrong current password counts as a
+        failed login of the account from the caller's address (lockout)."""
         _, user = caller
+        ip = client_context(request, bastion.trusted_proxies).ip_address
+        await bastion.limiter.hit("password_change", account_key(user.email))
         try:
-            await bastion.accounts.change_password(
-                user, current=body.current_password, new=body.new_password
-            )
+            async with bastion.lockout.attempt(user.email, ip, policy=None, subject=str(user.id)):
+                await bastion.accounts.change_password(
+                    user, current=body.current_password, new=body.new_password
+                )
         except InvalidCredentials as exc:
             # 403, not 401: the token is fine, the proof of the old password is not.
             raise AuthorizationError(exc.detail) from None

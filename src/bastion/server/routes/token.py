@@ -20,9 +20,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bastion.errors import BastionError, InvalidRequest, UnsupportedGrantType
+from bastion.errors import BastionError, InvalidRequest, RateLimited, UnsupportedGrantType
+from bastion.ratelimit import ip_key
 from bastion.server.context import client_context
-from bastion.server.errors import NO_STORE, bastion_error_response, oauth_error_response
+from bastion.server.errors import (
+    NO_STORE,
+    bastion_error_response,
+    oauth_error_response,
+    oauth_rate_limited_response,
+)
 from bastion.server.schemas import OAuthErrorBody, TokenResponse
 
 if TYPE_CHECKING:
@@ -47,6 +53,8 @@ class OAuthRoute(APIRoute):
                 if exc.status_code == 400:  # an unparseable body
                     return oauth_error_response(InvalidRequest("The request body is malformed."))
                 raise
+            except RateLimited as exc:
+                return oauth_rate_limited_response(exc)
             except BastionError as exc:
                 # Not an RFC 6749 error (a 503 while the database is down, say):
                 # problem details as elsewhere, but never cached here either.
@@ -83,6 +91,7 @@ def build(bastion: "Bastion") -> APIRouter:
         responses={
             400: {"model": OAuthErrorBody, "description": "RFC 6749 §5.2 error"},
             401: {"model": OAuthErrorBody, "description": "invalid_client"},
+            429: {"model": OAuthErrorBody, "description": "Rate limited (Retry-After)"},
         },
     )
     async def token(
@@ -102,12 +111,16 @@ def build(bastion: "Bastion") -> APIRouter:
         login only (RFC 9700 §2.4); third-party apps get other grants.
         ``grant_type=refresh_token`` (§6) spends the refresh token and returns
         its successor; a spent one presented again revokes its whole family.
+
+        Every request counts against the client address's limit; a password
+        also against the account's, and against its failed-login lockout.
         """
+        context = client_context(request, bastion.trusted_proxies)
+        await bastion.limiter.hit("token_ip", ip_key(context.ip_address))
         fields = (grant_type, username, password, refresh_token, scope, client_id, client_secret)
         if any(value is not None and len(value) > MAX_FIELD for value in fields):
             raise InvalidRequest("A parameter is too long.")
         grant = _required("grant_type", grant_type)
-        context = client_context(request)
         if grant == "password" and bastion.grants.password_grant_enabled:
             pair = await bastion.grants.password(
                 username=_required("username", username),
