@@ -15,7 +15,7 @@ import typer
 from bastion.core import Bastion
 from bastion.errors import BastionError, ConfigurationError, NotFound
 from bastion.settings import Settings
-from bastion.stores.protocols import User
+from bastion.stores.protocols import SigningKeyRecord, User
 
 T = TypeVar("T")
 
@@ -245,7 +245,12 @@ def users_enable(email: str) -> None:
 def keys_rotate() -> None:
     """Make a new active signing key; the old public key stays in the JWKS until
     every token it signed has expired."""
-    record = _run(lambda b: b.keys.rotate())
+    async def work(b: Bastion) -> SigningKeyRecord:
+        record = await b.keys.rotate()
+        await b.audit.record("key.rotated", actor=CLI_ACTOR, target=record.kid)
+        return record
+
+    record = _run(work)
     typer.echo(f"new active key {record.kid} ({record.algorithm})")
 
 

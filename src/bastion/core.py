@@ -126,6 +126,7 @@ class Bastion:
             self.tokens,
             self.refresh,
             password_grant_enabled=settings.allow_password_grant,
+            audit=self.audit,
             lockout=self.lockout,
         )
         self.revocation_checker = RevocationChecker(

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from bastion.accounts import AccountService
+from bastion.audit import AuditLog
+from bastion.ratelimit import account_key
 from bastion.authz import AuthorizationService, narrow
 from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant
 from bastion.tokens.access import AccessTokenIssuer, IssuedToken
@@ -43,8 +45,10 @@ class GrantService:
         refresh: RefreshTokenService,
         *,
         password_grant_enabled: bool,
+        audit: AuditLog,
         lockout: Lockout | None = None,
     ) -> None:
+        self._audit = audit
         self._accounts = accounts
         self._authz = authz
         self._issuer = issuer
@@ -76,6 +80,14 @@ class GrantService:
                 async with self._lockout.attempt(username, context.ip_address):
                     user = await self._accounts.authenticate(email=username, password=password)
         except InvalidCredentials as exc:
+            await self._audit.record(
+                "login.failed",
+                # The account's digest, as the lockout events carry it: a
+                # mistyped password in the username field never lands in a log.
+                account=account_key(username),
+                client_id=client_id,
+                ip=context.ip_address,
+            )
             raise InvalidGrant("Invalid username or password.") from exc
         # RFC 6749 §3.3: the requested scopes the user's roles allow; all of
         # them when none is asked; invalid_scope only when nothing is left.
@@ -84,7 +96,16 @@ class GrantService:
         refresh = await self._refresh.start(
             user_id=user.id, client_id=client_id, scopes=scopes, context=context
         )
-        return TokenPair(await self._access_token(refresh, roles, scopes), refresh)
+        pair = TokenPair(await self._access_token(refresh, roles, scopes), refresh)
+        await self._audit.record(
+            "login.succeeded",
+            actor=str(user.id),
+            target=str(refresh.session.id),
+            client_id=client_id,
+            ip=context.ip_address,
+            scope=pair.access.scope,
+        )
+        return pair
 
     async def refresh_token(
         self,
@@ -106,7 +127,15 @@ class GrantService:
         # login narrows the new token instead of living on in the session.
         effective = await self._authz.effective(user_id)
         scopes = narrow(refresh.scopes, effective.permissions)
-        return TokenPair(await self._access_token(refresh, effective.roles, scopes), refresh)
+        pair = TokenPair(await self._access_token(refresh, effective.roles, scopes), refresh)
+        await self._audit.record(
+            "token.refreshed",
+            actor=str(user_id),
+            target=str(refresh.session.id),
+            ip=context.ip_address,
+            scope=pair.access.scope,
+        )
+        return pair
 
     async def _access_token(
         self, refresh: IssuedRefreshToken, roles: frozenset[str], scopes: frozenset[str]
