@@ -17,9 +17,7 @@ tokens.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from bastion.settings import Settings
 from bastion.stores.sql.migrate import upgrade
 from tests.conftest import ISSUER, PASSWORD, TEST_SECRET
 from tests.http_checks import assert_no_leak, bearer_challenge
+from tests.recording_server import RecordingServer, recording_server
 from tests.test_jwt_verification import ATTACKER, der, forge, jwk_json, pem
 
 pytestmark = pytest.mark.anyio
@@ -77,39 +76,17 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-def recorder() -> Iterator[tuple[str, list[str]]]:
+def recorder() -> Iterator[RecordingServer]:
     """A loopback server serving the attacker's JWKS and recording each request."""
-    hits: list[str] = []
-    body = json.dumps({"keys": [ATTACKER.verification_key().to_jwk()]}).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with recording_server({"keys": [ATTACKER.verification_key().to_jwk()]}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module", params=["EdDSA", "ES256"])
 async def target(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
-    recorder: tuple[str, list[str]],
+    recorder: RecordingServer,
 ) -> AsyncIterator[Target]:
     """One app per algorithm for the whole table: each case is one request."""
     path: Path = tmp_path_factory.mktemp("attack") / "bastion.db"
@@ -143,7 +120,7 @@ async def target(
             token = login.json()["access_token"]
             payload = token.split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            url, hits = recorder
+            url, hits = recorder.url, recorder.hits
             yield Target(client, await instance.keys.signing_key(), claims, url, hits)
 
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -35,6 +32,7 @@ from bastion.jwt import (
     verify_signature,
 )
 from bastion.keys import PrivateKey, SigningKey, VerificationKey
+from tests.recording_server import RecordingServer, recording_server
 
 pytestmark = pytest.mark.anyio
 
@@ -372,44 +370,18 @@ async def test_hostile_token_is_rejected_for_the_intended_reason(
 # ------------------------------------------------------------ jku / x5u never fetched
 
 
-@dataclass
-class _Recorder:
-    url: str
-    hits: list[str] = field(default_factory=list)
-
-
 @pytest.fixture
-def recorder() -> Iterator[_Recorder]:
+def recorder() -> Iterator[RecordingServer]:
     """A loopback HTTP server that records every request and serves the attacker's JWKS."""
-    hits: list[str] = []
-    body = json.dumps({"keys": [ATTACKER.verification_key().to_jwk()]}).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield _Recorder(f"http://127.0.0.1:{server.server_address[1]}", hits)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with recording_server({"keys": [ATTACKER.verification_key().to_jwk()]}) as server:
+        yield server
 
 
 @pytest.mark.parametrize("member", ["jku", "x5u"])
 @pytest.mark.parametrize("kid", ["attacker", "ed-1"])
-async def test_jku_and_x5u_are_never_fetched(recorder: _Recorder, member: str, kid: str) -> None:
+async def test_jku_and_x5u_are_never_fetched(
+    recorder: RecordingServer, member: str, kid: str
+) -> None:
     """A header URL pointing at the attacker's JWKS is ignored: no request, no key."""
     url = f"{recorder.url}/jwks.json"
     token = forge(header(ATTACKER, kid=kid, **{member: url}), claims(sub="admin"), ATTACKER)
@@ -422,7 +394,7 @@ async def test_jku_and_x5u_are_never_fetched(recorder: _Recorder, member: str, k
     assert recorder.hits == ["/jwks.json"]
 
 
-async def test_header_urls_and_keys_do_not_affect_a_valid_token(recorder: _Recorder) -> None:
+async def test_header_urls_and_keys_do_not_affect_a_valid_token(recorder: RecordingServer) -> None:
     """jku/x5u/jwk/x5c on a genuinely signed token are ignored, not followed."""
     extra = {
         "jku": recorder.url,

@@ -245,6 +245,7 @@ def users_enable(email: str) -> None:
 def keys_rotate() -> None:
     """Make a new active signing key; the old public key stays in the JWKS until
     every token it signed has expired."""
+
     async def work(b: Bastion) -> SigningKeyRecord:
         record = await b.keys.rotate()
         await b.audit.record("key.rotated", actor=CLI_ACTOR, target=record.kid)

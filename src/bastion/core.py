@@ -72,7 +72,9 @@ class Bastion:
         self.audit = AuditLog(clock, SqlAuditStore(sessions))
         self.users = SqlUserStore(sessions)
         self.role_store = SqlRoleStore(sessions)
-        self.authz = AuthorizationService(self.role_store, self.audit, clock)
+        self.authz = AuthorizationService(
+            self.role_store, self.audit, clock, cache_ttl=settings.role_cache_ttl
+        )
         self.key_store = SqlKeyStore(sessions)
         self.refresh_store = SqlRefreshTokenStore(sessions)
         self.redis = create_redis(settings.redis_url) if settings.redis_url else None

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
 
     allow_registration: bool = True
     allow_password_grant: bool = True
+    role_cache_ttl: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="Seconds the role table is remembered between token issues; "
+        "changes made on another instance show within this time.",
+    )
     default_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["user"],
         description="Roles every new account gets (registration, admin API, CLI).",

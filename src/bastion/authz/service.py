@@ -55,10 +55,18 @@ class Effective:
 class AuthorizationService:
     """Effective permissions, scope grants and role administration."""
 
-    def __init__(self, roles: RoleStore, audit: AuditLog, clock: Clock) -> None:
+    def __init__(
+        self, roles: RoleStore, audit: AuditLog, clock: Clock, *, cache_ttl: float = 0
+    ) -> None:
         self._roles = roles
         self._audit = audit
         self._clock = clock
+        # The role table is read at every token issue and changes rarely, so it
+        # is remembered for ``cache_ttl`` seconds (changes made through this
+        # service drop it at once; other instances' changes show within the
+        # TTL). 0 reads it every time.
+        self._cache_ttl = cache_ttl
+        self._cached: tuple[float, dict[str, Role]] | None = None
         # Serialises read-check-write sequences in this process, so two updates
         # that are each acyclic cannot together close a cycle, and two
         # assignments to one user cannot lose each other. Across processes the
@@ -67,9 +75,19 @@ class AuthorizationService:
 
     # ------------------------------------------------------------------ reads
 
-    async def roles_by_name(self) -> dict[str, Role]:
-        """The whole role table, keyed by name."""
-        return {role.name: role for role in await self._roles.list_roles()}
+    async def roles_by_name(self, *, fresh: bool = False) -> dict[str, Role]:
+        """The whole role table, keyed by name; ``fresh`` bypasses the cache
+        (every read-check-write sequence does)."""
+        now = self._clock.timestamp()
+        if not fresh and self._cached is not None and now < self._cached[0]:
+            return self._cached[1]
+        roles = {role.name: role for role in await self._roles.list_roles()}
+        if self._cache_ttl:
+            self._cached = (now + self._cache_ttl, roles)
+        return roles
+
+    def _forget_roles(self) -> None:
+        self._cached = None
 
     async def get_role(self, name: str) -> Role:
         """The role called ``name``; :class:`NotFound` if there is none."""
@@ -119,7 +137,7 @@ class AuthorizationService:
         new_permissions = validate_permissions(_not_a_string(permissions, "permissions"))
         _validate_description(description)
         async with self._write_lock:
-            roles = await self.roles_by_name()
+            roles = await self.roles_by_name(fresh=True)
             if name in roles:
                 raise Conflict(f"A role called {name!r} already exists.")
             now = self._clock.now()
@@ -133,6 +151,7 @@ class AuthorizationService:
             )
             _check_graph(roles, role)
             created = await self._roles.create_role(role)
+            self._forget_roles()
         await self._audit.record("role.created", actor=actor, target=name, after=_snapshot(created))
         return created
 
@@ -157,7 +176,7 @@ class AuthorizationService:
         if description is not None:
             _validate_description(description)
         async with self._write_lock:
-            roles = await self.roles_by_name()
+            roles = await self.roles_by_name(fresh=True)
             current = roles.get(name)
             if current is None:
                 raise NotFound(f"No role is called {name!r}.")
@@ -172,6 +191,7 @@ class AuthorizationService:
             if new_parents is not None:
                 _check_graph(roles, role)
             updated = await self._roles.replace_role(role, expected_updated_at=current.updated_at)
+            self._forget_roles()
         await self._audit.record(
             "role.updated",
             actor=actor,
@@ -185,13 +205,14 @@ class AuthorizationService:
         """Remove a role with its grants, links and assignments; :class:`NotFound`
         if there is none. Roles that included it no longer inherit through it."""
         async with self._write_lock:
-            roles = await self.roles_by_name()
+            roles = await self.roles_by_name(fresh=True)
             current = roles.get(name)
             if current is None:
                 raise NotFound(f"No role is called {name!r}.")
             included_by = sorted(r.name for r in roles.values() if name in r.parents)
             holders = await self._roles.users_with_role(name)
             await self._roles.delete_role(name)
+            self._forget_roles()
         await self._audit.record(
             "role.deleted",
             actor=actor,
@@ -205,7 +226,7 @@ class AuthorizationService:
         """Users whose permissions depend on role ``name``: its holders and the
         holders of every role that includes it. Read before a change, these are
         the users whose existing tokens the change makes stale."""
-        roles = await self.roles_by_name()
+        roles = await self.roles_by_name(fresh=True)
         including = [r for r in roles if name in expand_roles([r], roles)]
         users: set[UUID] = set()
         for role in including:
@@ -252,7 +273,7 @@ class AuthorizationService:
     ) -> frozenset[str]:
         if before == wanted:
             return before
-        unknown = wanted - (await self.roles_by_name()).keys()
+        unknown = wanted - (await self.roles_by_name(fresh=True)).keys()
         if unknown:
             raise InvalidInput(f"Unknown role: {format_scope(unknown)}.")
         await self._roles.set_user_roles(user_id, wanted)

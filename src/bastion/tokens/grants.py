@@ -15,9 +15,9 @@ from uuid import UUID
 
 from bastion.accounts import AccountService
 from bastion.audit import AuditLog
-from bastion.ratelimit import account_key
 from bastion.authz import AuthorizationService, narrow
 from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant
+from bastion.ratelimit import account_key
 from bastion.tokens.access import AccessTokenIssuer, IssuedToken
 from bastion.tokens.refresh import ClientContext, IssuedRefreshToken, RefreshTokenService
 
