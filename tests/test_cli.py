@@ -147,18 +147,25 @@ def run_scenario(directory: Path, steps: list[Step]) -> Scenario:
     return Scenario(directory, results)
 
 
-@pytest.fixture(scope="module")
-def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
-    root = tmp_path_factory.mktemp("cli")
-    for name in SCENARIOS:
+def run_scenarios(
+    root: Path, scenarios: dict[str, list[Step]], migrated_first: set[str]
+) -> dict[str, Scenario]:
+    """Run independent scenarios side by side, each in its own directory and
+    database; those in ``migrated_first`` are migrated in-process beforehand."""
+    for name in scenarios:
         (root / name).mkdir()
-        if name in MIGRATED_FIRST:
+        if name in migrated_first:
             upgrade_sync(f"sqlite+aiosqlite:///{root / name / 'bastion.db'}")
-    with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
+    with ThreadPoolExecutor(max_workers=len(scenarios)) as pool:
         futures = {
-            name: pool.submit(run_scenario, root / name, steps) for name, steps in SCENARIOS.items()
+            name: pool.submit(run_scenario, root / name, steps) for name, steps in scenarios.items()
         }
         return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
+    return run_scenarios(tmp_path_factory.mktemp("cli"), SCENARIOS, MIGRATED_FIRST)
 
 
 def assert_clean_failure(result: Result) -> None:

@@ -9,18 +9,16 @@ independent chains run concurrently, once per module (as in test_cli.py)."""
 from __future__ import annotations
 
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bastion.stores.sql.migrate import upgrade_sync
 from tests.test_cli import (
     PASSWORD,
     Result,
     Scenario,
     Step,
     assert_clean_failure,
-    run_scenario,
+    run_scenarios,
 )
 
 ADA = "ada@example.com"
@@ -59,16 +57,7 @@ MIGRATED_FIRST = {"assign"}
 
 @pytest.fixture(scope="module")
 def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
-    root = tmp_path_factory.mktemp("cli-authz")
-    for name in CHAINS:
-        (root / name).mkdir()
-        if name in MIGRATED_FIRST:
-            upgrade_sync(f"sqlite+aiosqlite:///{root / name / 'bastion.db'}")
-    with ThreadPoolExecutor(max_workers=len(CHAINS)) as pool:
-        futures = {
-            name: pool.submit(run_scenario, root / name, steps) for name, steps in CHAINS.items()
-        }
-        return {name: future.result() for name, future in futures.items()}
+    return run_scenarios(tmp_path_factory.mktemp("cli-authz"), CHAINS, MIGRATED_FIRST)
 
 
 def ok(result: Result) -> str:
