@@ -443,7 +443,7 @@ def test_principal_has_scopes(clock: FrozenClock) -> None:
         scopes=frozenset({"a", "b"}),
         roles=(),
         client_id="c",
-        claims=None,  # type: ignore[arg-type]
+        claims=None,
         token_id=None,
     )
     assert principal.has_scopes("a", "b")

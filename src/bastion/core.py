@@ -32,6 +32,7 @@ from bastion.lockout import Lockout
 from bastion.password_policy import PasswordPolicy
 from bastion.passwords import PasswordHasher
 from bastion.ratelimit import RateLimiter
+from bastion.readiness import Probe, Sleep, wait_until_ready
 from bastion.server.context import TrustedProxies
 from bastion.settings import Settings
 from bastion.stores.memory import MemoryRevocationStore
@@ -67,7 +68,13 @@ class Bastion:
         self.clock = clock = clock or SystemClock()
 
         self._housekeeping: asyncio.Task[None] | None = None
-        self.engine = create_engine(settings.database_url)
+        self.engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            connect_timeout=settings.db_connect_timeout,
+        )
         sessions = create_sessionmaker(self.engine)
         self.audit = AuditLog(clock, SqlAuditStore(sessions))
         self.users = SqlUserStore(sessions)
@@ -77,7 +84,11 @@ class Bastion:
         )
         self.key_store = SqlKeyStore(sessions)
         self.refresh_store = SqlRefreshTokenStore(sessions)
-        self.redis = create_redis(settings.redis_url) if settings.redis_url else None
+        self.redis = (
+            create_redis(settings.redis_url, max_connections=settings.redis_max_connections)
+            if settings.redis_url
+            else None
+        )
         self.revocation_store = self._revocation_store(sessions)
 
         self.hasher = PasswordHasher(
@@ -165,21 +176,39 @@ class Bastion:
             scopes=DOCUMENTED_SCOPES,
         )
 
+        # ---- API keys (bastion.api_keys)
+
+        # ---- OAuth clients and HTTP Basic (bastion.clients)
+
+        # ---- browser sessions and CSRF (bastion.browser_sessions)
+
         from bastion.server.routes import build_router  # the edge depends on the core
 
         self.router: APIRouter = build_router(self)
 
-    async def startup(self) -> None:
-        """Make sure a signing key exists (the first start creates one), and pay
-        the one-off costs now rather than in the first user's request: the
-        dummy hash that makes unknown-user logins cost a real verification, and
-        the common-password list."""
+    async def startup(self, *, sleep: Sleep = asyncio.sleep) -> None:
+        """Wait for the database and Redis (bounded retries with backoff, see
+        :mod:`bastion.readiness`; ``sleep`` is injectable for tests), make sure
+        a signing key exists (the first start creates one), and pay the one-off
+        costs now rather than in the first user's request: the dummy hash that
+        makes unknown-user logins cost a real verification, and the
+        common-password list."""
         if not self.settings.is_production and self.settings.secret_key is None:
             logger.warning(
                 "development mode: private signing keys are encrypted with the generated "
                 "secret in %s; set BASTION_SECRET_KEY for production",
                 self.settings.secret_key_file,
             )
+        probes: dict[str, Probe] = {"database": lambda: self.database_ok(quiet=True)}
+        if self.redis is not None:
+            probes["redis"] = lambda: self.redis_ok(quiet=True)
+        await wait_until_ready(
+            probes,
+            retries=self.settings.startup_retries,
+            delay=self.settings.startup_retry_delay,
+            optional={"redis"},  # its users fail closed with 503 until it is back
+            sleep=sleep,
+        )
         await self.keys.ensure_active_key()
         await self.hasher.warm_up()
         _ = self.policy.common_passwords  # loads the list once, at start
@@ -237,13 +266,26 @@ class Bastion:
             "signing_keys": await self.keys.prune(),
         }
 
-    async def database_ok(self) -> bool:
-        """Whether the database answers a trivial query, for ``/health``."""
+    async def database_ok(self, *, quiet: bool = False) -> bool:
+        """Whether the database answers a trivial query, for ``/health`` and
+        start-up (``quiet``: one line without the traceback)."""
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception:  # any driver error means "down" here, and only here
-            logger.warning("health check: database unreachable", exc_info=True)
+        except Exception as e:  # any driver error means "down" here, and only here
+            _log_down("database", e, quiet)
+            return False
+        return True
+
+    async def redis_ok(self, *, quiet: bool = False) -> bool:
+        """Whether Redis answers ``PING``, for ``/health`` and start-up; true
+        when no Redis is configured (nothing there can be down)."""
+        if self.redis is None:
+            return True
+        try:
+            await self.redis.ping()
+        except Exception as e:  # any client error means "down" here, and only here
+            _log_down("redis", e, quiet)
             return False
         return True
 
@@ -255,3 +297,12 @@ class Bastion:
             yield
         finally:
             await self.shutdown()
+
+
+def _log_down(dependency: str, error: Exception, quiet: bool) -> None:
+    """Say a dependency is down: the error's type only when ``quiet`` (the
+    start-up loop logs its own line), else the traceback for the operator."""
+    if quiet:
+        logger.debug("%s unreachable: %s", dependency, type(error).__name__)
+    else:
+        logger.warning("health check: %s unreachable", dependency, exc_info=True)

@@ -26,7 +26,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from fastapi import HTTPException, Request, Security
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -49,11 +49,13 @@ from bastion.keys import KeySource, RemoteJWKS
 
 __all__ = [
     "AccessTokenClaims",
+    "AuthMethod",
     "BearerChallenge",
     "BearerGuard",
     "KeySource",
     "Principal",
     "PrincipalDependency",
+    "PrincipalSource",
     "RemoteJWKS",
     "RevocationCheck",
     "TokenVerifier",
@@ -61,6 +63,8 @@ __all__ = [
     "insufficient_scope_error",
     "invalid_token_error",
     "not_authenticated_error",
+    "require_permissions_of",
+    "require_roles_of",
     "www_authenticate",
 ]
 
@@ -69,30 +73,50 @@ logger = logging.getLogger("bastion.guard")
 NOT_AUTHENTICATED: Final = "Not authenticated"
 
 
+AuthMethod = Literal["bearer", "api_key", "session", "basic"]
+"""How a :class:`Principal` proved itself: an access token (RFC 6750), an API
+key, a browser session cookie, or HTTP Basic with a client secret (RFC 7617)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling, as proven by a verified access token."""
+    """Who is calling, whatever credential proved it.
+
+    Every way in (bearer token, API key, session cookie, HTTP Basic) ends in
+    this one type, so a route's checks (scopes, roles, ownership) do not care
+    how the caller authenticated; ``auth_method`` says it when that matters.
+    """
 
     subject: str
-    """The token's ``sub``: a user id, or a client id for machine tokens."""
+    """A user id, or a client id for machine callers (client credentials, Basic)."""
 
     scopes: frozenset[str]
-    """Granted scopes (``scope`` claim)."""
+    """Granted scopes: the token's ``scope``, an API key's permissions (narrowed
+    to its owner's current ones), a session user's permissions."""
 
     roles: tuple[str, ...]
-    """Role names (``roles`` claim)."""
+    """Role names (a token's ``roles`` claim, a session user's roles). API keys
+    and clients carry none: they are scoped by permissions only."""
 
     client_id: str
-    """The OAuth client the token was issued to."""
+    """The OAuth client the credential belongs to (``bastion`` for first-party)."""
 
-    claims: AccessTokenClaims = field(repr=False)
-    """Everything verified, for claims the fields above do not cover."""
+    claims: AccessTokenClaims | None = field(repr=False)
+    """Everything verified in a bearer token; ``None`` for other credentials."""
 
     token_id: str | None
-    """The token's ``jti``, for audit logs and revocation."""
+    """The token's ``jti``, the API key's id, for audit logs and revocation."""
+
+    auth_method: AuthMethod = "bearer"
+    """Which credential proved this principal."""
+
+    session_id: str | None = None
+    """The login session behind the credential (a token's ``sid`` claim, the
+    browser session), when there is one."""
 
     @classmethod
     def from_claims(cls, claims: AccessTokenClaims) -> Principal:
+        sid = claims.raw.get("sid")
         return cls(
             subject=claims.subject,
             scopes=claims.scopes,
@@ -100,6 +124,7 @@ class Principal:
             client_id=claims.client_id,
             claims=claims,
             token_id=claims.jwt_id,
+            session_id=sid if isinstance(sid, str) else None,
         )
 
     def has_scopes(self, *scopes: str) -> bool:
@@ -190,7 +215,10 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> AccessTokenClaims:
         """The verified claims of ``token``; :class:`InvalidToken` on any failure."""
-        return (await self.authenticate(token)).claims
+        claims = (await self.authenticate(token)).claims
+        if claims is None:  # cannot happen: this verifier makes principals from claims
+            raise InvalidToken()
+        return claims
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -332,7 +360,8 @@ class BearerGuard(SecurityBase):
         """Strict mode. An unreachable revocation store fails closed with 503:
         the token may be fine, but nobody can say so right now."""
         try:
-            revoked = await revocations.is_revoked(principal.claims)
+            claims = principal.claims
+            revoked = claims is not None and await revocations.is_revoked(claims)
         except ServiceUnavailable:
             logger.warning("revocation state unavailable; refusing the request", exc_info=True)
             raise HTTPException(503, ServiceUnavailable.default_detail) from None
@@ -367,23 +396,7 @@ class BearerGuard(SecurityBase):
         Use per route (``Depends(guard.require_roles("editor"))``) or per
         router (``APIRouter(dependencies=[Depends(...)])``); either way the
         route shows this scheme in OpenAPI."""
-        required = _checked("role", roles, validate_role_name)
-
-        # The defaults below are FastAPI markers, the form that works here:
-        # under PEP 563 an ``Annotated[..., Security(self)]`` string could not
-        # see the local ``self``.
-        async def require_roles(
-            principal: Principal | None = Security(self),  # noqa: B008 (FastAPI marker)
-        ) -> Principal:
-            if principal is None:  # auto_error=False and no token: still a 401 here
-                raise not_authenticated_error()
-            held = principal.roles
-            if not all(role in held for role in required):
-                logger.debug("bearer token lacks roles %s", required)
-                raise forbidden_error()
-            return principal
-
-        return require_roles
+        return require_roles_of(self, *roles)
 
     def require_permissions(self, *permissions: str) -> PrincipalDependency:
         """A dependency that admits callers whose token scope grants *every* one
@@ -395,27 +408,70 @@ class BearerGuard(SecurityBase):
         403 ``insufficient_scope`` naming every required permission (RFC 6750
         §3.1). The permissions appear as this scheme's scopes on the route in
         OpenAPI. Names are checked now: :class:`ValueError` for a malformed one."""
-        required = _checked("permission", permissions, validate_permission)
-        documented = _DocumentedScopes(self)
+        return require_permissions_of(self, *permissions, documented_in=self)
 
-        async def require_permissions(
-            principal: Principal | None = Security(self),  # noqa: B008 (FastAPI marker)
-            _scopes: None = Security(documented, scopes=list(required)),
-        ) -> Principal:
-            if principal is None:
-                raise not_authenticated_error()
-            granted = principal.scopes
-            if not all(allows(granted, permission) for permission in required):
-                logger.debug("bearer token lacks permissions %s", required)
-                raise insufficient_scope_error(list(required))
-            return principal
 
-        return require_permissions
-
+PrincipalSource = Callable[..., Awaitable[Principal | None]]
+"""A FastAPI dependency that yields the caller's :class:`Principal`, or ``None``
+when no credential came and it does not insist (``auto_error=False``)."""
 
 PrincipalDependency = Callable[..., Awaitable[Principal]]
-"""What :meth:`BearerGuard.require_roles` and :meth:`BearerGuard.require_permissions`
-return: a FastAPI dependency resolving to the checked :class:`Principal`."""
+"""What :func:`require_roles_of` and :func:`require_permissions_of` return: a
+FastAPI dependency resolving to the checked :class:`Principal`."""
+
+
+def require_roles_of(source: PrincipalSource, *roles: str) -> PrincipalDependency:
+    """``require_roles`` for any principal dependency (a guard, ``any_principal``)."""
+    required = _checked("role", roles, validate_role_name)
+
+    # The defaults below are FastAPI markers, the form that works here:
+    # under PEP 563 an ``Annotated[..., Security(source)]`` string could not
+    # see the local ``source``.
+    async def require_roles(
+        principal: Principal | None = Security(source),  # noqa: B008 (FastAPI marker)
+    ) -> Principal:
+        if principal is None:  # auto_error=False and no credential: still a 401 here
+            raise not_authenticated_error()
+        held = principal.roles
+        if not all(role in held for role in required):
+            logger.debug("caller lacks roles %s", required)
+            raise forbidden_error()
+        return principal
+
+    return require_roles
+
+
+def require_permissions_of(
+    source: PrincipalSource, *permissions: str, documented_in: BearerGuard | None = None
+) -> PrincipalDependency:
+    """``require_permissions`` for any principal dependency; ``documented_in``
+    names the OAuth2 scheme whose scopes OpenAPI lists the permissions under."""
+    required = _checked("permission", permissions, validate_permission)
+
+    async def require_permissions(
+        principal: Principal | None = Security(source),  # noqa: B008 (FastAPI marker)
+    ) -> Principal:
+        if principal is None:
+            raise not_authenticated_error()
+        granted = principal.scopes
+        if not all(allows(granted, permission) for permission in required):
+            logger.debug("caller lacks permissions %s", required)
+            raise insufficient_scope_error(list(required))
+        return principal
+
+    if documented_in is None:
+        return require_permissions
+    documented = _DocumentedScopes(documented_in)
+
+    async def require_documented_permissions(
+        principal: Principal = Security(require_permissions),  # noqa: B008 (FastAPI marker)
+        _scopes: None = Security(documented, scopes=list(required)),
+    ) -> Principal:
+        return principal
+
+    return require_documented_permissions
+
+
 
 
 def _checked(kind: str, names: tuple[str, ...], validate: Callable[[str], str]) -> tuple[str, ...]:

@@ -53,6 +53,43 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./bastion.db"
     redis_url: str | None = None
+    # ------------------------------------------------ pools and start-up
+    # See bastion.stores.sql.engine, bastion.stores.redis and Bastion.startup.
+    # Every instance holds up to db_pool_size + db_max_overflow PostgreSQL
+    # connections: keep the sum over all workers below the server's
+    # max_connections. SQLite ignores the pool settings.
+    db_pool_size: int = Field(
+        default=10, ge=1, le=1000, description="PostgreSQL connections kept open per process."
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=1000, description="Extra PostgreSQL connections under bursts."
+    )
+    db_pool_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds to wait for a free connection; then 503."
+    )
+    db_connect_timeout: float = Field(
+        default=5.0, gt=0, le=300, description="Seconds to open a PostgreSQL connection."
+    )
+    redis_max_connections: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description="Redis connections per process; a request waits for a free one "
+        "for at most the Redis timeout (2 s), then 503.",
+    )
+    startup_retries: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Extra attempts to reach the database and Redis at start before giving up.",
+    )
+    startup_retry_delay: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="Seconds before the first retry at start; each next one doubles (cap 10 s).",
+    )
+    # ------------------------------------------------ end of pools and start-up
 
     secret_key: SecretStr | None = None
     secret_key_file: Path = Path(".bastion/secret_key")
@@ -196,6 +233,12 @@ class Settings(BaseSettings):
     lockout_max_duration: int = Field(
         default=900, ge=1, le=86_400, description="Cap of an account lock, seconds."
     )
+
+    # ------------------------------------------------ API keys (bastion.api_keys)
+
+    # ------------------------------------------------ OAuth clients, HTTP Basic (bastion.clients)
+
+    # ------------------------------------------------ browser sessions, CSRF (browser_sessions)
 
     @model_validator(mode="before")
     @classmethod

@@ -31,7 +31,7 @@ from bastion.stores.sql.tables import RoleParentRow, UserRoleRow, UserRow, metad
 
 pytestmark = pytest.mark.anyio
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 @contextmanager

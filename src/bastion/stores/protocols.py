@@ -346,3 +346,12 @@ class AuditStore(Protocol):
         ``next_cursor``); a malformed cursor raises
         :class:`~bastion.errors.InvalidInput`."""
         ...
+
+
+# ------------------------------------------------------------------ API keys
+
+
+# ------------------------------------------------------------------ OAuth clients
+
+
+# ------------------------------------------------------------------ browser sessions

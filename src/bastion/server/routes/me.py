@@ -103,7 +103,7 @@ def build(bastion: "Bastion") -> APIRouter:
     async def sessions(caller: Caller) -> list[SessionOut]:
         """The caller's live sessions (one per login), newest first."""
         principal, user = caller
-        current = session_id_of(principal.claims.raw.get("sid"))
+        current = session_id_of(principal.session_id)
         return [
             SessionOut.of(s, current=s.id == current)
             for s in await bastion.refresh.sessions(user.id)

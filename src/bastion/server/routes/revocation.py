@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Form, Response, Security, status
 
 from bastion.errors import InvalidClient, InvalidRequest, InvalidToken
-from bastion.guard import Principal
+from bastion.guard import Principal, invalid_token_error
 from bastion.server.errors import NO_STORE
 from bastion.server.routes.token import MAX_FIELD, OAuthRoute
 from bastion.server.schemas import LogoutRequest, OAuthErrorBody, Problem
@@ -46,6 +46,8 @@ def build(bastion: "Bastion") -> APIRouter:
     ) -> None:
         """End this access token now (denylisted until it expires) and, when
         its refresh token is sent, that whole session."""
+        if principal.claims is None:  # current_principal admits bearer tokens only
+            raise invalid_token_error()
         await bastion.revocations.logout(principal.claims, body.refresh_token if body else None)
 
     @oauth.post(

@@ -303,3 +303,12 @@ class AuditEventRow(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# ------------------------------------------------------------------ API keys
+
+
+# ------------------------------------------------------------------ OAuth clients
+
+
+# ------------------------------------------------------------------ browser sessions
