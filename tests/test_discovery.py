@@ -111,7 +111,7 @@ async def test_health_ok(client: httpx.AsyncClient) -> None:
     """``/health`` is 200 while the database answers."""
     response = await client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "redis": "not_configured"}
 
 
 def unreachable_postgres(tmp_path: Path) -> str:
@@ -165,7 +165,11 @@ async def test_health_is_503_when_the_database_is_gone(down_client: httpx.AsyncC
     """``/health`` says the database is down with 503, not 500."""
     response = await down_client.get("/health")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "database": "down"}
+    assert response.json() == {
+        "status": "unavailable",
+        "database": "down",
+        "redis": "not_configured",
+    }
     assert_no_leak(response, "nobody", "asyncpg", "sqlite")
 
 

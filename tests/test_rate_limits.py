@@ -362,7 +362,7 @@ async def test_redis_down_fails_closed(start: Start, overrides: dict[str, object
     """Redis configured but unreachable: the token endpoint answers 503 (no
     token, no 500), before any password is checked."""
     async with start(
-        redis_url="redis://127.0.0.1:1/0", revocation_store="sql", **overrides
+        redis_url="redis://127.0.0.1:1/0", revocation_store="sql", startup_retries=0, **overrides
     ) as instance:
         await register_user(instance, ALICE)
         response = await token_request(instance, "198.51.100.1", ALICE)

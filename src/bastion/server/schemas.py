@@ -8,7 +8,7 @@ explicit allow-lists, so a password hash can never be serialised by accident.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
@@ -79,8 +79,15 @@ class Problem(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
-    database: str
+    """``GET /health``: the server and each dependency it was configured with.
+
+    ``status`` is ``unavailable`` (and the answer 503) when any configured
+    dependency is down; ``redis`` is ``not_configured`` without
+    ``BASTION_REDIS_URL``."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "down"]
+    redis: Literal["ok", "down", "not_configured"]
 
 
 class PasswordChangeRequest(BaseModel):

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from redis import exceptions as redis_exceptions
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -71,19 +71,29 @@ return 1
 """
 
 
-def create_redis(url: str, *, timeout: float = 2.0, retries: int = 2) -> Redis:
+def create_redis(
+    url: str, *, timeout: float = 2.0, retries: int = 2, max_connections: int = 50
+) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) that
     fails fast: connects and commands time out after ``timeout`` seconds and
     are retried ``retries`` times with a short backoff, so an outage becomes a
     503 quickly instead of holding requests. The caller owns it and must
-    ``await client.aclose()``."""
-    return Redis.from_url(
+    ``await client.aclose()`` (which closes its pool too).
+
+    The pool holds at most ``max_connections`` (``BASTION_REDIS_MAX_CONNECTIONS``)
+    and is a *blocking* one: under a burst a command waits up to ``timeout``
+    for a free connection instead of failing at once, as redis-py's default
+    pool does when it is full."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries),
         health_check_interval=30,
     )
+    return Redis.from_pool(pool)
 
 
 @contextmanager

@@ -21,7 +21,12 @@ with "database is locked") and ``synchronous=NORMAL`` (safe with WAL). The
 database file's parent directory is created if it is missing.
 
 PostgreSQL engines use ``pool_pre_ping`` so a connection the server dropped is
-replaced instead of failing the next request.
+replaced instead of failing the next request. Their pool is sized by the
+caller (``BASTION_DB_POOL_SIZE``, ``BASTION_DB_MAX_OVERFLOW``,
+``BASTION_DB_POOL_TIMEOUT``; see :func:`create_engine`), and a connection
+attempt gives up after ``connect_timeout`` seconds rather than asyncpg's 60,
+so an unreachable server turns into a prompt 503 and a prompt ``/health``.
+SQLite takes none of these: one file, one writer, a pool of ``pool_size``.
 """
 
 from __future__ import annotations
@@ -109,9 +114,23 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 10.0,
+    connect_timeout: float = 5.0,
+    echo: bool = False,
+) -> AsyncEngine:
     """An :class:`AsyncEngine` for ``url`` (see the module docstring for the
-    accepted forms). The caller owns it and must ``await engine.dispose()``."""
+    accepted forms). The caller owns it and must ``await engine.dispose()``.
+
+    On PostgreSQL a process holds up to ``pool_size + max_overflow``
+    connections; a request that finds none free waits ``pool_timeout``
+    seconds, then fails with SQLAlchemy's pool timeout, which
+    :func:`database_errors` answers with 503. ``max_overflow``,
+    ``pool_timeout`` and ``connect_timeout`` do not apply to SQLite."""
     parsed = normalize_database_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
@@ -123,7 +142,15 @@ def create_engine(url: str | URL, *, pool_size: int = 10, echo: bool = False) ->
         engine = _create_async_engine(parsed, **kwargs)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         return engine
-    return _create_async_engine(parsed, pool_size=pool_size, pool_pre_ping=True, **kwargs)
+    return _create_async_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        connect_args={"timeout": connect_timeout},
+        **kwargs,
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
