@@ -29,6 +29,7 @@ from bastion.errors import ConfigurationError
 from bastion.guard import BearerGuard, TokenVerifier
 from bastion.keys import LocalKeyManager
 from bastion.lockout import Lockout
+from bastion.login import PasswordLogin
 from bastion.password_policy import PasswordPolicy
 from bastion.passwords import PasswordHasher
 from bastion.ratelimit import RateLimiter
@@ -133,6 +134,7 @@ class Bastion:
             idle_timeout=settings.refresh_idle_timeout,
             reuse_grace=settings.refresh_reuse_grace,
         )
+        self.password_login = PasswordLogin(self.accounts, self.audit, self.lockout)
         self.grants = GrantService(
             self.accounts,
             self.authz,
@@ -140,7 +142,7 @@ class Bastion:
             self.refresh,
             password_grant_enabled=settings.allow_password_grant,
             audit=self.audit,
-            lockout=self.lockout,
+            login=self.password_login,
         )
         self.revocation_checker = RevocationChecker(
             self.revocation_store, clock, max_staleness=settings.revocation_cache_ttl

@@ -472,8 +472,6 @@ def require_permissions_of(
     return require_documented_permissions
 
 
-
-
 def _checked(kind: str, names: tuple[str, ...], validate: Callable[[str], str]) -> tuple[str, ...]:
     if not names:
         raise ValueError(f"name at least one {kind}")

@@ -10,19 +10,15 @@ refresh-token grant (§6) rotates it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from bastion.accounts import AccountService
 from bastion.audit import AuditLog
 from bastion.authz import AuthorizationService, narrow
 from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant
-from bastion.ratelimit import account_key
+from bastion.login import PasswordLogin
 from bastion.tokens.access import AccessTokenIssuer, IssuedToken
 from bastion.tokens.refresh import ClientContext, IssuedRefreshToken, RefreshTokenService
-
-if TYPE_CHECKING:
-    from bastion.lockout import Lockout
 
 FIRST_PARTY_CLIENT_ID = "bastion"
 """The built-in public client of Bastion's own login (Swagger UI, CLI, pages)."""
@@ -46,15 +42,15 @@ class GrantService:
         *,
         password_grant_enabled: bool,
         audit: AuditLog,
-        lockout: Lockout | None = None,
+        login: PasswordLogin,
     ) -> None:
         self._audit = audit
         self._accounts = accounts
+        self._login = login
         self._authz = authz
         self._issuer = issuer
         self._refresh = refresh
         self.password_grant_enabled = password_grant_enabled
-        self._lockout = lockout
 
     @property
     def grant_types(self) -> list[str]:
@@ -72,22 +68,10 @@ class GrantService:
     ) -> TokenPair:
         client_id = _first_party(client_id)
         try:
-            if self._lockout is None:
-                user = await self._accounts.authenticate(email=username, password=password)
-            else:
-                # Lockout and the per-account limit are checked before the
-                # password (a refused guess costs no hash); the outcome counts.
-                async with self._lockout.attempt(username, context.ip_address):
-                    user = await self._accounts.authenticate(email=username, password=password)
-        except InvalidCredentials as exc:
-            await self._audit.record(
-                "login.failed",
-                # The account's digest, as the lockout events carry it: a
-                # mistyped password in the username field never lands in a log.
-                account=account_key(username),
-                client_id=client_id,
-                ip=context.ip_address,
+            user = await self._login.verify(
+                username=username, password=password, client_id=client_id, ip=context.ip_address
             )
+        except InvalidCredentials as exc:
             raise InvalidGrant("Invalid username or password.") from exc
         # RFC 6749 §3.3: the requested scopes the user's roles allow; all of
         # them when none is asked; invalid_scope only when nothing is left.
