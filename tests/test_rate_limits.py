@@ -7,12 +7,7 @@ refusing with 503 instead of letting requests through."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -28,7 +23,7 @@ from bastion.ratelimit import RateLimiter, account_key, ip_key
 from bastion.server.context import TrustedProxies
 from bastion.settings import Settings
 from tests.backends import delete_keys, redis_connection, redis_url
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, TEST_SECRET
 from tests.http_checks import assert_oauth_error, assert_problem
 from tests.limit_flows import (
     WallClock,
@@ -38,6 +33,7 @@ from tests.limit_flows import (
     register_user,
     token_request,
 )
+from tests.server_processes import ServerProcess, run_cli, server_env, servers, wait_all_up
 from tests.token_flows import bearer, running
 
 pytestmark = pytest.mark.anyio
@@ -373,24 +369,15 @@ async def test_redis_down_fails_closed(start: Start, overrides: dict[str, object
 
 # ----------------------------------------------------- two server processes
 
-BASTION = [sys.executable, "-m", "bastion.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
 
 @pytest.fixture
-def two_servers(tmp_path: Path, redis_prefix: str) -> Iterator[list[str]]:
+def two_servers(tmp_path: Path, redis_prefix: str) -> Iterator[list[ServerProcess]]:
     """Two `bastion serve` processes on one SQLite file and one Redis."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    env.update(
+    env = server_env(
         {
             "BASTION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}",
-            "BASTION_SECRET_KEY_FILE": str(tmp_path / "secret"),
+            # Set, not generated: two processes must not race to create the file.
+            "BASTION_SECRET_KEY": TEST_SECRET.get_secret_value(),
             "BASTION_ARGON2_MEMORY_COST": "8192",
             "BASTION_ARGON2_TIME_COST": "1",
             "BASTION_REDIS_URL": redis_url(),
@@ -400,45 +387,18 @@ def two_servers(tmp_path: Path, redis_prefix: str) -> Iterator[list[str]]:
             "BASTION_PURGE_INTERVAL": "0",
         }
     )
-    subprocess.run([*BASTION, "db", "upgrade"], env=env, cwd=tmp_path, check=True)
-    ports = [_free_port(), _free_port()]
-    procs = [
-        subprocess.Popen(
-            [*BASTION, "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    try:
-        yield [f"http://127.0.0.1:{port}" for port in ports]
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
-
-
-async def _wait_until_up(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(200):
-        try:
-            if (await http.get(f"{url}/health")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
+    run_cli(env, tmp_path, "db", "upgrade")
+    with servers(2, env, tmp_path) as started:
+        yield started
 
 
 @pytest.mark.redis
 async def test_two_server_processes_share_limits_and_lockout(two_servers: list[str]) -> None:
     """Failures through server A throttle the account from that address on
     server B, and the address's quota spent on A is spent on B."""
-    a, b = two_servers
+    a, b = (server.url for server in two_servers)
     async with httpx.AsyncClient() as http:
-        await asyncio.gather(_wait_until_up(http, a), _wait_until_up(http, b))
+        await wait_all_up(http, two_servers)
         created = await http.post(f"{a}/auth/register", json={"email": ALICE, "password": PASSWORD})
         assert created.status_code == 201, created.text
 
