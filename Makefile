@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
+# Playwright (the browser tests) drives Debian's chromium; it must never
+# download a browser build of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
 .PHONY: serve test lint typecheck pytest bench lock clean
 
 $(BIN)/python:
@@ -19,6 +23,12 @@ $(VENV)/.dev: $(VENV)/.runtime requirements/dev.lock
 	$(BIN)/pip install --quiet -r requirements/dev.lock
 	touch $@
 
+# Debian's chromium for tests/test_pages_browser.py and tests/test_cross_site.py.
+$(VENV)/.chromium: $(BIN)/python
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	touch $@
+
 serve: $(VENV)/.runtime
 	$(BIN)/bastion db upgrade
 	$(BIN)/bastion serve
@@ -32,7 +42,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy src
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev $(VENV)/.chromium
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev

@@ -16,6 +16,13 @@ every request, so its per-request cost is a path lookup and a list extend.
   that CDN and exactly the inline scripts the page carries (their SHA-256
   hashes, computed from the body actually sent), never ``'unsafe-inline'``
   scripts.
+- The HTML pages (``/login``, ``/logout``, ``/account``, ``/static``) get
+  :data:`PAGES_CSP`: their own stylesheet and images, forms posting only to
+  this origin, and no script at all, inline or not. Their
+  ``Referrer-Policy`` is ``same-origin`` instead of ``no-referrer``: under
+  ``no-referrer`` a browser sends ``Origin: null`` with a form POST (Fetch
+  standard, "serializing a request origin"), and the pages' CSRF defence
+  needs the real origin; other sites still get no referrer.
 - ``Cache-Control: no-store`` and ``Pragma: no-cache`` on every answer under
   the prefixes that carry tokens, secrets or personal data (RFC 6749 §5.1,
   RFC 9111 §5.2.2.5), unless the route chose its own ``Cache-Control``.
@@ -39,6 +46,8 @@ __all__ = [
     "DOCS_CSP",
     "HSTS_MAX_AGE",
     "NO_STORE_PREFIXES",
+    "PAGES_CSP",
+    "PAGE_PREFIXES",
     "STRICT_CSP",
     "HttpsOnly",
     "SecurityHeaders",
@@ -69,10 +78,28 @@ ReDoc's bundles and CSS from jsDelivr, Google Fonts for ReDoc, FastAPI's
 favicon, ``data:`` images from Swagger's CSS, a ``blob:`` worker for ReDoc's
 search, and ``'self'`` for the schema and "Try it out"."""
 
+PAGES_CSP: Final = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+"""The server-rendered pages: one stylesheet from this origin, no scripts, no
+``'unsafe-inline'`` of any kind (CSP Level 3)."""
+
+PAGE_PREFIXES: Final = ("/login", "/logout", "/account", "/static")
+"""Where the HTML pages live (:mod:`bastion.server.pages`)."""
+
 NO_STORE_PREFIXES: Final = ("/oauth", "/auth", "/me", "/admin")
 """Token, revocation, introspection, account, session and admin answers."""
 
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def _under(path: str, prefixes: Iterable[str]) -> bool:
+    """Whether ``path`` is one of ``prefixes`` or below one, segment-wise."""
+    for prefix in prefixes:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return True
+    return False
 
 
 def _header_tuples(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -94,6 +121,7 @@ class SecurityHeaders:
         hsts_max_age: int | None = None,
         no_store_prefixes: Sequence[str] = NO_STORE_PREFIXES,
         docs_paths: Iterable[str] = (),
+        page_prefixes: Sequence[str] = PAGE_PREFIXES,
     ) -> None:
         self.app = app
         common = [
@@ -108,17 +136,25 @@ class SecurityHeaders:
             )
         self._common = _header_tuples(common)
         self._strict = [*self._common, *_header_tuples([("Content-Security-Policy", STRICT_CSP)])]
+        self._pages = [
+            *(pair for pair in self._common if pair[0] != b"referrer-policy"),
+            *_header_tuples(
+                [("Referrer-Policy", "same-origin"), ("Content-Security-Policy", PAGES_CSP)]
+            ),
+        ]
         self._no_store = _header_tuples([("Cache-Control", "no-store"), ("Pragma", "no-cache")])
         self._prefixes = tuple(p.rstrip("/") for p in no_store_prefixes)
+        self._page_prefixes = tuple(p.rstrip("/") for p in page_prefixes)
         self._docs_paths = frozenset(docs_paths)
 
     def needs_no_store(self, path: str) -> bool:
         """Whether ``path`` is under one of the no-store prefixes (segment-wise:
         ``/me`` and ``/me/sessions``, not ``/metrics``)."""
-        for prefix in self._prefixes:
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                return True
-        return False
+        return _under(path, self._prefixes)
+
+    def is_page(self, path: str) -> bool:
+        """Whether ``path`` is one of the HTML pages or their static files."""
+        return _under(path, self._page_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,7 +167,7 @@ class SecurityHeaders:
         if path in self._docs_paths:
             await self.app(scope, receive, self._docs_sender(send))
             return
-        extra = self._strict
+        extra = self._pages if self.is_page(path) else self._strict
         no_store = self._no_store if self.needs_no_store(path) else None
 
         async def send_with_headers(message: Message) -> None:
