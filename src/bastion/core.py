@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
@@ -21,10 +22,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.accounts import AccountService
+from bastion.api_keys import ApiKeyService
 from bastion.audit import AuditLog
 from bastion.authz import AuthorizationService
 from bastion.authz.defaults import DOCUMENTED_SCOPES
+from bastion.browser_sessions import BrowserSessionService
+from bastion.clients import ClientService
 from bastion.clock import Clock, SystemClock
+from bastion.credentials.any import AnyPrincipal
+from bastion.credentials.api_key import ApiKeyGuard
+from bastion.credentials.basic import HttpBasicGuard
+from bastion.credentials.session_cookie import SessionGuard
+from bastion.csrf import OriginPolicy, derive_csrf_key
 from bastion.errors import ConfigurationError
 from bastion.guard import BearerGuard, TokenVerifier
 from bastion.keys import LocalKeyManager
@@ -36,11 +45,14 @@ from bastion.ratelimit import RateLimiter
 from bastion.readiness import Probe, Sleep, wait_until_ready
 from bastion.server.context import TrustedProxies
 from bastion.settings import Settings
-from bastion.stores.memory import MemoryRevocationStore
-from bastion.stores.protocols import RevocationStore
-from bastion.stores.redis import RedisRevocationStore, create_redis
+from bastion.stores.memory import MemoryBrowserSessionStore, MemoryRevocationStore
+from bastion.stores.protocols import BrowserSessionStore, RevocationStore
+from bastion.stores.redis import RedisBrowserSessionStore, RedisRevocationStore, create_redis
 from bastion.stores.sql import (
+    SqlApiKeyStore,
     SqlAuditStore,
+    SqlBrowserSessionStore,
+    SqlClientStore,
     SqlKeyStore,
     SqlRefreshTokenStore,
     SqlRevocationStore,
@@ -179,10 +191,69 @@ class Bastion:
         )
 
         # ---- API keys (bastion.api_keys)
+        self.api_key_store = SqlApiKeyStore(sessions)
+        self.api_keys = ApiKeyService(
+            self.api_key_store,
+            self.accounts,
+            self.authz,
+            self.audit,
+            clock,
+            max_ttl=timedelta(days=settings.api_key_max_ttl_days),
+            require_expiry=settings.api_key_require_expiry,
+            max_per_user=settings.api_key_max_per_user,
+            touch_interval=settings.api_key_touch_interval,
+            cache_ttl=settings.revocation_cache_ttl,
+            retention=timedelta(days=settings.api_key_retention_days),
+        )
+        # A change to a user's standing made here (roles, disabled, password,
+        # "sign out everywhere") drops their keys' cached answers at once.
+        self.revocation_checker.add_listener(self.api_keys.on_revocation)
+        self.api_key_principal = ApiKeyGuard.from_settings(
+            self.api_keys, settings, scheme_name="bastion_api_key"
+        )
+        """Requires an API key: 401 without one."""
+        self.optional_api_key_principal = self.api_key_principal.optional()
+        """``None`` without an API key, 401 for a bad one (for ``any_principal``)."""
 
         # ---- OAuth clients and HTTP Basic (bastion.clients)
+        self.client_store = SqlClientStore(sessions)
+        self.clients = ClientService(self.client_store, self.audit, clock)
+        self.basic_principal = HttpBasicGuard(
+            self.clients,
+            self.limiter,
+            enabled=settings.http_basic_enabled,
+            proxies=self.trusted_proxies,
+            scheme_name="bastion_basic",
+        )
 
         # ---- browser sessions and CSRF (bastion.browser_sessions)
+        self.browser_session_store = self._browser_session_store(sessions)
+        self.browser_sessions = BrowserSessionService(
+            self.browser_session_store,
+            clock,
+            csrf_key=derive_csrf_key(settings.resolved_secret_key().get_secret_value()),
+            origins=OriginPolicy(settings.trusted_origins),
+            idle_timeout=settings.session_idle_timeout,
+            absolute_timeout=settings.session_absolute_timeout,
+            audit=self.audit,
+            password_login=self.password_login,
+            limiter=self.limiter,
+        )
+        # Password change, "sign out everywhere" and disabling a user end the
+        # user's browser sessions too.
+        self.revocations.also_end_sessions_with(self.browser_sessions.end_all)
+        self.session_principal = SessionGuard(
+            self.browser_sessions,
+            self.accounts,
+            self.authz,
+            settings,
+            scheme_name="bastion_session",
+        )
+        """Requires the session cookie (and CSRF proof on unsafe methods): 401 without one."""
+        self.any_principal = AnyPrincipal(
+            self.current_principal, self.optional_api_key_principal, self.session_principal
+        )
+        """A bearer token, an API key or the session cookie, in that order."""
 
         from bastion.server.routes import build_router  # the edge depends on the core
 
@@ -254,6 +325,26 @@ class Bastion:
             return MemoryRevocationStore(self.clock)
         return SqlRevocationStore(sessions, clock=self.clock)
 
+    def _browser_session_store(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> BrowserSessionStore:
+        """``BASTION_SESSION_STORE``, chosen like the revocation store: Redis
+        when configured (shared by every instance, sessions expire by
+        themselves), else SQL; memory only when asked for (a restart signs
+        every browser out)."""
+        choice = self.settings.session_store
+        if choice == "auto":
+            choice = "redis" if self.redis is not None else "sql"
+        if choice == "redis":
+            if self.redis is None:
+                raise ConfigurationError(["BASTION_SESSION_STORE=redis needs BASTION_REDIS_URL"])
+            return RedisBrowserSessionStore(
+                self.redis, prefix=self.settings.session_redis_prefix, clock=self.clock
+            )
+        if choice == "memory":
+            return MemoryBrowserSessionStore()
+        return SqlBrowserSessionStore(sessions)
+
     async def _subject_of(self, account: str) -> str | None:
         """The user id an account identifier (an email) names, for audit events."""
         user = await self.accounts.get_by_email(account)
@@ -266,6 +357,8 @@ class Bastion:
             "refresh_sessions": await self.refresh.purge(),
             "revocations": await self.revocation_store.purge(now=self.clock.now()),
             "signing_keys": await self.keys.prune(),
+            "browser_sessions": await self.browser_sessions.purge(),
+            "api_keys": await self.api_keys.purge(),
         }
 
     async def database_ok(self, *, quiet: bool = False) -> bool:

@@ -11,9 +11,11 @@ everywhere else. Messages here are safe to show to clients; causes that are not
     ├── ConfigurationError            unsafe or invalid settings; refuses start
     ├── AuthenticationError           401
     │   ├── InvalidCredentials        wrong password or unknown user (same text)
-    │   └── InvalidToken              any bearer-token failure (generic text)
+    │   ├── InvalidToken              any bearer-token failure (generic text)
+    │   └── InvalidApiKey             any API-key failure (generic text)
     ├── AuthorizationError            403
-    │   └── InsufficientScope         RFC 6750 §3.1 insufficient_scope
+    │   ├── InsufficientScope         RFC 6750 §3.1 insufficient_scope
+    │   └── CsrfRejected              cookie request without CSRF proof
     ├── NotFound                      404
     ├── Conflict                      409
     │   └── EmailAlreadyRegistered
@@ -83,6 +85,14 @@ class InvalidToken(AuthenticationError):
     default_detail = "The access token is invalid or has expired."
 
 
+class InvalidApiKey(AuthenticationError):
+    """Any failure to accept an API key: malformed, unknown, wrong secret,
+    expired, revoked, or its owner disabled. One text for all, so the answer
+    does not tell which ids exist; the reason goes to the debug log."""
+
+    default_detail = "Invalid API key."
+
+
 class AuthorizationError(BastionError):
     status_code = 403
     title = "Forbidden"
@@ -97,6 +107,14 @@ class InsufficientScope(AuthorizationError):
     def __init__(self, required: Sequence[str], detail: str | None = None) -> None:
         self.required = list(required)
         super().__init__(detail)
+
+
+class CsrfRejected(AuthorizationError):
+    """A state-changing request authenticated by the session cookie lacked
+    its CSRF proof: a trusted ``Origin``/``Referer`` or the session's token
+    (see :mod:`bastion.csrf`). Nothing was changed."""
+
+    default_detail = "Cross-site request refused."
 
 
 class NotFound(BastionError):

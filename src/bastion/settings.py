@@ -235,10 +235,147 @@ class Settings(BaseSettings):
     )
 
     # ------------------------------------------------ API keys (bastion.api_keys)
+    # See bastion.api_keys and bastion.credentials.api_key.
+    api_key_header: str = Field(
+        default="X-API-Key",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="Request header that carries an API key.",
+    )
+    api_key_query_param: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Also accept the key in this query parameter; off by default because "
+        "query strings end up in access logs, proxies and browser history.",
+    )
+    api_key_cookie: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Also accept the key in this cookie; off by default: a cookie is an "
+        "ambient credential (sent cross-site), which the CSRF defence does not cover.",
+    )
+    api_key_max_ttl_days: int = Field(
+        default=365, ge=1, le=3650, description="Longest lifetime a new API key may have, days."
+    )
+    api_key_require_expiry: bool = Field(
+        default=False, description="Refuse API keys without an expiry."
+    )
+    api_key_max_per_user: int = Field(
+        default=50, ge=1, le=10_000, description="Live API keys one user may hold."
+    )
+    api_key_touch_interval: int = Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="A key's last_used_at is written at most once per this many seconds.",
+    )
+    api_key_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="Housekeeping deletes API keys this many days after they expired or "
+        "were revoked.",
+    )
 
     # ------------------------------------------------ OAuth clients, HTTP Basic (bastion.clients)
+    # See bastion.clients and bastion.credentials.basic.
+    http_basic_enabled: bool = Field(
+        default=False,
+        description="Accept HTTP Basic (client id and secret, RFC 7617) on routes "
+        "guarded by bastion.basic_principal; off, they answer 401 as if nothing came.",
+    )
+    rate_limit_basic_ip: str = Field(
+        default="60/minute", description="HTTP Basic attempts per client IP."
+    )
+    rate_limit_basic_client: str = Field(
+        default="20/minute",
+        description="Failed HTTP Basic attempts per client id; past it even the "
+        "right secret waits.",
+    )
 
     # ------------------------------------------------ browser sessions, CSRF (browser_sessions)
+    # See bastion.browser_sessions, bastion.csrf and bastion.credentials.session_cookie.
+    session_store: Literal["auto", "memory", "sql", "redis"] = Field(
+        default="auto",
+        description="Where browser sessions live; auto: redis when REDIS_URL is set, else sql.",
+    )
+    session_idle_timeout: int = Field(
+        default=1800,
+        ge=60,
+        le=86_400,
+        description="A browser session unused this long ends, seconds (precision: the "
+        "touch interval, 60 s at most).",
+    )
+    session_absolute_timeout: int = Field(
+        default=43_200,
+        ge=60,
+        le=2_592_000,
+        description="A browser session ends this long after login whatever its use, seconds.",
+    )
+    session_cookie_name: str = Field(
+        default="__Host-bastion_session",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The session cookie; production requires the __Host- prefix "
+        "(Secure, Path=/, no Domain: RFC 6265bis §4.1.3.2).",
+    )
+    session_cookie_secure: bool = Field(
+        default=True,
+        description="Secure flag of the session cookie; browsers accept it over http "
+        "on localhost only. Production refuses false.",
+    )
+    session_redis_prefix: str = Field(
+        default="bastion:session:", min_length=1, description="Redis key prefix of sessions."
+    )
+    csrf_trusted_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) allowed to send state-changing "
+        "cookie requests and the session login; empty: the issuer's origin.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_csrf_origins(cls, data: object) -> object:
+        """Accept ``BASTION_CSRF_TRUSTED_ORIGINS=https://a,https://b``."""
+        if isinstance(data, dict) and isinstance(data.get("csrf_trusted_origins"), str):
+            raw: str = data["csrf_trusted_origins"]
+            origins = [v.strip() for v in raw.replace(" ", ",").split(",") if v.strip()]
+            data = {**data, "csrf_trusted_origins": origins}
+        return data
+
+    @model_validator(mode="after")
+    def _check_sessions(self) -> Settings:
+        """The idle timeout never exceeds the absolute one; trusted origins
+        must be origins (a path could never match an ``Origin`` header)."""
+        from bastion.csrf import OriginPolicy
+
+        if self.session_idle_timeout > self.session_absolute_timeout:
+            object.__setattr__(self, "session_idle_timeout", self.session_absolute_timeout)
+        if self.csrf_trusted_origins:
+            OriginPolicy(self.csrf_trusted_origins)  # ValueError names the bad entry
+        return self
+
+    @property
+    def trusted_origins(self) -> list[str]:
+        """The origins the CSRF defence trusts: the setting, or the issuer's."""
+        return self.csrf_trusted_origins or [self.issuer]
+
+    def _session_problems(self) -> list[str]:
+        problems = []
+        if not self.session_cookie_name.startswith("__Host-"):
+            problems.append(
+                "BASTION_SESSION_COOKIE_NAME must start with __Host- "
+                "(pins the cookie to this host, Secure, Path=/)"
+            )
+        if not self.session_cookie_secure:
+            problems.append("BASTION_SESSION_COOKIE_SECURE must be true")
+        return problems
 
     @model_validator(mode="before")
     @classmethod
@@ -290,6 +427,7 @@ class Settings(BaseSettings):
             problems.append(
                 "BASTION_CORS_ORIGINS contains '*' while BASTION_CORS_ALLOW_CREDENTIALS is true"
             )
+        problems.extend(self._session_problems())
         return problems
 
     def check_production(self) -> None:

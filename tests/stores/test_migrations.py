@@ -82,7 +82,9 @@ async def test_upgrade_from_empty_creates_the_schema(empty_database_url: str) ->
     schema = await _run(empty_database_url, _schema)
     assert schema["tables"] == [
         "alembic_version",
+        "api_keys",
         "audit_events",
+        "browser_sessions",
         "refresh_families",
         "refresh_tokens",
         "revoked_tokens",

@@ -246,3 +246,41 @@ class AuditEventOut(BaseModel):
 class AuditPageOut(BaseModel):
     items: list[AuditEventOut]
     next_cursor: str | None
+
+
+# ----------------------------------------------------------------- browser sessions
+
+
+class SessionLoginRequest(BaseModel):
+    """``POST /auth/session``, as JSON or as a form with the same fields."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    email: Annotated[str, Field(min_length=1, max_length=320)]
+    password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_INPUT)]
+
+
+class SessionStarted(BaseModel):
+    """A browser session has started; the cookie came in ``Set-Cookie``."""
+
+    csrf_token: str
+    """Send it back as ``X-CSRF-Token`` (or a ``csrf_token`` form field) with
+    every POST, PUT, PATCH and DELETE of this session."""
+    expires_at: datetime
+    """Absolute end of the session."""
+    idle_timeout: int
+    """Seconds of inactivity after which the session ends."""
+
+
+class BrowserSessionOut(BaseModel):
+    """The caller's browser session, for single-page apps."""
+
+    session_id: str
+    """The public id (never the cookie value)."""
+    user_id: UUID
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    idle_expires_at: datetime
+    idle_timeout: int
+    csrf_token: str

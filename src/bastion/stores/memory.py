@@ -8,11 +8,14 @@ memory refresh-token store: refresh tokens must outlive a restart.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
+from uuid import UUID
 
 from bastion.clock import Clock
+from bastion.stores.protocols import BrowserSession
 
-__all__ = ["MemoryRevocationStore"]
+__all__ = ["MemoryBrowserSessionStore", "MemoryRevocationStore"]
 
 
 class MemoryRevocationStore:
@@ -78,3 +81,64 @@ def _as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("naive datetime given; pass an aware UTC datetime")
     return moment.astimezone(UTC)
+
+
+class MemoryBrowserSessionStore:
+    """:class:`~bastion.stores.protocols.BrowserSessionStore` in one dict.
+
+    For a single process: a restart signs every browser out. No method awaits
+    anything, so on one event loop each is atomic (:meth:`delete_all` cannot
+    interleave with :meth:`add`)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, BrowserSession] = {}
+        """id_hash -> session"""
+
+    async def add(self, session: BrowserSession) -> None:
+        self._sessions[session.id_hash] = session
+
+    async def get(self, id_hash: str) -> BrowserSession | None:
+        return self._sessions.get(id_hash)
+
+    async def touch(self, session: BrowserSession) -> bool:
+        current = self._sessions.get(session.id_hash)
+        if current is None:
+            return False
+        self._sessions[session.id_hash] = _touched(current, session)
+        return True
+
+    async def delete(self, id_hash: str) -> bool:
+        return self._sessions.pop(id_hash, None) is not None
+
+    async def delete_by_public_id(self, user_id: UUID, public_id: str) -> bool:
+        for id_hash, session in list(self._sessions.items()):
+            if session.user_id == user_id and session.public_id == public_id:
+                del self._sessions[id_hash]
+                return True
+        return False
+
+    async def delete_all(self, user_id: UUID, *, now: datetime) -> int:
+        now = _as_utc(now)
+        mine = [s for s in self._sessions.values() if s.user_id == user_id]
+        for session in mine:
+            del self._sessions[session.id_hash]
+        return sum(1 for session in mine if session.is_live(now))
+
+    async def list_for_user(self, user_id: UUID, *, now: datetime) -> list[BrowserSession]:
+        now = _as_utc(now)
+        live = [s for s in self._sessions.values() if s.user_id == user_id and s.is_live(now)]
+        return sorted(live, key=lambda s: (-s.created_at.timestamp(), s.id_hash))
+
+    async def purge(self, *, now: datetime) -> int:
+        now = _as_utc(now)
+        dead = [h for h, session in self._sessions.items() if not session.is_live(now)]
+        for id_hash in dead:
+            del self._sessions[id_hash]
+        return len(dead)
+
+
+def _touched(current: BrowserSession, update: BrowserSession) -> BrowserSession:
+    """``current`` with the activity fields of ``update``, nothing else."""
+    return replace(
+        current, last_seen_at=update.last_seen_at, idle_expires_at=update.idle_expires_at
+    )

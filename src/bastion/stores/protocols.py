@@ -7,7 +7,7 @@ features) can be swapped by settings and tested with one shared contract suite.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -351,7 +351,197 @@ class AuditStore(Protocol):
 # ------------------------------------------------------------------ API keys
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: never the secret, only its SHA-256 (hex), keyed
+    by the public ``key_id`` (see :mod:`bastion.api_keys` for the format)."""
+
+    key_id: str
+    user_id: UUID
+    name: str
+    permissions: frozenset[str]
+    secret_hash: str = field(repr=False)
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def is_live(self, now: datetime) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class ApiKeyStore(Protocol):
+    """API keys by id. Writes are single transactions; outages raise
+    :class:`~bastion.errors.ServiceUnavailable`."""
+
+    async def add(self, record: ApiKeyRecord, *, max_live: int, now: datetime) -> bool:
+        """Insert ``record`` unless its owner already holds ``max_live`` live
+        (unrevoked, unexpired at ``now``) keys: False then, nothing written.
+        An unknown owner raises :class:`~bastion.errors.NotFound`."""
+        ...
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        """The key, revoked or expired alike."""
+        ...
+
+    async def list_for_user(self, user_id: UUID) -> list[ApiKeyRecord]:
+        """The user's unrevoked keys (expired ones included), newest first."""
+        ...
+
+    async def revoke(
+        self, key_id: str, *, now: datetime, user_id: UUID | None = None
+    ) -> ApiKeyRecord | None:
+        """Mark an unrevoked key revoked (only ``user_id``'s when given) and
+        return it, revoked; None when no such unrevoked key (of that user)."""
+        ...
+
+    async def revoke_all(self, user_id: UUID, *, now: datetime) -> list[str]:
+        """Revoke every unrevoked key of the user; their ids."""
+        ...
+
+    async def replace(
+        self, key_id: str, successor: ApiKeyRecord, *, now: datetime, user_id: UUID | None = None
+    ) -> bool:
+        """Rotation, atomically: revoke the live key ``key_id`` (only
+        ``user_id``'s when given) and insert ``successor``. False, with nothing
+        written, when there is no such live key."""
+        ...
+
+    async def touch(self, key_id: str, *, at: datetime) -> None:
+        """Set ``last_used_at`` (never backwards); nothing for an unknown key."""
+        ...
+
+    async def purge(self, *, before: datetime) -> int:
+        """Delete keys that expired or were revoked before ``before``; how many."""
+        ...
+
+
 # ------------------------------------------------------------------ OAuth clients
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    """An OAuth client (RFC 6749 §2): a program that asks for tokens.
+
+    Confidential clients hold a secret (only its SHA-256 is stored); public
+    clients (§2.1), such as the built-in ``bastion`` client of Bastion's own
+    login, have none and are identified by ``client_id`` alone."""
+
+    client_id: str
+    name: str
+    secret_hash: str | None
+    """SHA-256 (hex) of the secret; ``None`` for a public client."""
+    grant_types: frozenset[str]
+    """The grants the client may use at the token endpoint (RFC 6749 §5.2
+    ``unauthorized_client`` for any other)."""
+    scopes: frozenset[str]
+    """Permissions the client may get for itself (client credentials, HTTP
+    Basic); user grants are bounded by the user's permissions instead."""
+    redirect_uris: tuple[str, ...]
+    """Registered redirection endpoints (RFC 6749 §3.1.2), for the
+    authorization-code flow."""
+    created_at: datetime
+    updated_at: datetime
+    secret_rotated_at: datetime | None = None
+
+    @property
+    def is_confidential(self) -> bool:
+        return self.secret_hash is not None
+
+
+class ClientStore(Protocol):
+    async def add(self, client: OAuthClient) -> OAuthClient:
+        """Insert ``client``; :class:`~bastion.errors.Conflict` when the id is
+        taken, and then nothing is written."""
+        ...
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        """Exact, case-sensitive lookup (client ids are compared as strings)."""
+        ...
+
+    async def list_clients(self) -> list[OAuthClient]:
+        """Every client, by id."""
+        ...
+
+    async def set_secret_hash(
+        self, client_id: str, secret_hash: str, *, now: datetime
+    ) -> OAuthClient:
+        """Replace the secret's hash and stamp ``secret_rotated_at`` and
+        ``updated_at``; :class:`~bastion.errors.NotFound` for an unknown id."""
+        ...
+
+    async def delete(self, client_id: str) -> None:
+        """Delete the client; :class:`~bastion.errors.NotFound` for an unknown id."""
+        ...
+
+
 # ------------------------------------------------------------------ browser sessions
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSession:
+    """One signed-in browser: the server side of a session cookie.
+
+    Stored by the SHA-256 of the cookie value only (``id_hash``), so a copy of
+    the store does not hold a usable cookie. ``public_id`` is a separate random
+    name for the account page's "end session" button: it reveals nothing about
+    the cookie. The CSRF token is not stored: it is an HMAC of ``id_hash``
+    under a server key (:mod:`bastion.csrf`)."""
+
+    id_hash: str
+    public_id: str
+    user_id: UUID
+    created_at: datetime
+    last_seen_at: datetime
+    """Coalesced: moved at most once per touch interval, not on every request."""
+    idle_expires_at: datetime
+    """``last_seen_at`` plus the idle timeout, never past ``expires_at``."""
+    expires_at: datetime
+    """Absolute end: activity never extends it."""
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+    def is_live(self, now: datetime) -> bool:
+        return now < self.idle_expires_at and now < self.expires_at
+
+
+class BrowserSessionStore(Protocol):
+    """Server-side browser sessions: memory, SQL and Redis implement it alike.
+
+    Liveness is the record's own (:meth:`BrowserSession.is_live`): stores keep
+    no settings. Redis drops a session by itself when it dies; memory and SQL
+    keep it until :meth:`purge` (or the service deletes it on sight)."""
+
+    async def add(self, session: BrowserSession) -> None: ...
+
+    async def get(self, id_hash: str) -> BrowserSession | None:
+        """The stored session, live or not (the caller judges)."""
+        ...
+
+    async def touch(self, session: BrowserSession) -> bool:
+        """Store ``session``'s ``last_seen_at`` and ``idle_expires_at`` if it
+        still exists; never recreates an ended one. False when it is gone."""
+        ...
+
+    async def delete(self, id_hash: str) -> bool:
+        """End one session; False when there was none."""
+        ...
+
+    async def delete_by_public_id(self, user_id: UUID, public_id: str) -> bool:
+        """End the session ``public_id`` *of this user*; False when the user
+        has no such session (another user's counts as none)."""
+        ...
+
+    async def delete_all(self, user_id: UUID, *, now: datetime) -> int:
+        """End every session of the user, atomically with respect to
+        :meth:`add`; returns how many were live."""
+        ...
+
+    async def list_for_user(self, user_id: UUID, *, now: datetime) -> list[BrowserSession]:
+        """The user's live sessions, newest first."""
+        ...
+
+    async def purge(self, *, now: datetime) -> int:
+        """Delete sessions dead at ``now`` (idle or absolute); returns how many."""
+        ...

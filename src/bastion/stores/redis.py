@@ -25,10 +25,13 @@ Failure is closed: a Redis that cannot answer raises
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 from redis import exceptions as redis_exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -37,8 +40,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from bastion.clock import Clock
 from bastion.errors import ServiceUnavailable
+from bastion.stores.protocols import BrowserSession
 
-__all__ = ["RedisRevocationStore", "create_redis", "redis_errors"]
+__all__ = ["RedisBrowserSessionStore", "RedisRevocationStore", "create_redis", "redis_errors"]
 
 _UNAVAILABLE = (
     redis_exceptions.ConnectionError,  # also authentication, loading, pool exhausted
@@ -171,3 +175,183 @@ def _as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("naive datetime given; pass an aware UTC datetime")
     return moment.astimezone(UTC)
+
+
+# KEYS[1] the session, KEYS[2] the user's set; ARGV[1] the record, ARGV[2] its
+# lifetime (ms), ARGV[3] the id hash, ARGV[4] the set's minimum lifetime (ms).
+_ADD_SESSION = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+local left = redis.call('PTTL', KEYS[2])
+if left < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+return 1
+"""
+
+# KEYS[1] the user's set; ARGV[1] the prefix of session keys. Deletes every
+# member's session and the set; returns how many sessions existed (were live).
+_DELETE_ALL_SESSIONS = """
+local ended = 0
+for _, id_hash in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    ended = ended + redis.call('DEL', ARGV[1] .. id_hash)
+end
+redis.call('DEL', KEYS[1])
+return ended
+"""
+
+
+@contextmanager
+def _session_store_errors() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as e:
+        raise ServiceUnavailable("The session store is unavailable.") from e
+
+
+class RedisBrowserSessionStore:
+    """:class:`~bastion.stores.protocols.BrowserSessionStore` in Redis.
+
+    =============================  ==========================  =========================
+    key                            value                       expires
+    =============================  ==========================  =========================
+    ``<prefix>s:<id_hash>``        the session, as JSON        when it would die: the
+                                                               sooner of idle and absolute
+    ``<prefix>u:<user_id>``        set of the user's id        with the user's longest
+                                   hashes                      absolute expiry
+    =============================  ==========================  =========================
+
+    A session key dies by itself (TTL = min(idle remaining, absolute
+    remaining), renewed by :meth:`touch`), so :meth:`purge` has nothing to do.
+    The per-user set serves :meth:`list_for_user` and :meth:`delete_all`; a
+    member whose session has expired is dropped when next seen. :meth:`add`
+    and :meth:`delete_all` are Lua scripts, so "sign out everywhere" cannot
+    miss a session added while it runs. Keys are computed inside the scripts:
+    a single Redis (or Sentinel primary), not Redis Cluster. The client is
+    borrowed; ``clock`` turns expiry moments into lifetimes.
+    """
+
+    def __init__(self, client: Redis, *, prefix: str = "bastion:session:", clock: Clock) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._clock = clock
+        self._add = client.register_script(_ADD_SESSION)
+        self._delete_all = client.register_script(_DELETE_ALL_SESSIONS)
+
+    def session_key(self, id_hash: str) -> str:
+        return f"{self._prefix}s:{id_hash}"
+
+    def user_key(self, user_id: UUID) -> str:
+        return f"{self._prefix}u:{user_id}"
+
+    async def add(self, session: BrowserSession) -> None:
+        ttl = self._ms_until(min(session.idle_expires_at, session.expires_at))
+        if ttl <= 0:
+            return
+        keys = [self.session_key(session.id_hash), self.user_key(session.user_id)]
+        args: list[str | int] = [
+            _dump(session),
+            ttl,
+            session.id_hash,
+            self._ms_until(session.expires_at),
+        ]
+        with _session_store_errors():
+            await self._add(keys=keys, args=args)
+
+    async def get(self, id_hash: str) -> BrowserSession | None:
+        with _session_store_errors():
+            raw = await self._client.get(self.session_key(id_hash))
+        return _load(id_hash, raw) if raw is not None else None
+
+    async def touch(self, session: BrowserSession) -> bool:
+        """``SET … XX PX``: rewrites the record and renews its lifetime only if
+        the key still exists, so a session ended meanwhile stays ended."""
+        key = self.session_key(session.id_hash)
+        ttl = self._ms_until(min(session.idle_expires_at, session.expires_at))
+        with _session_store_errors():
+            if ttl <= 0:
+                await self._client.delete(key)
+                return False
+            return bool(await self._client.set(key, _dump(session), px=ttl, xx=True))
+
+    async def delete(self, id_hash: str) -> bool:
+        with _session_store_errors():
+            raw = await self._client.getdel(self.session_key(id_hash))
+            if raw is None:
+                return False
+            await self._client.srem(self.user_key(_load(id_hash, raw).user_id), id_hash)
+        return True
+
+    async def delete_by_public_id(self, user_id: UUID, public_id: str) -> bool:
+        for session in await self._sessions_of(user_id):
+            if session.public_id == public_id:
+                return await self.delete(session.id_hash)
+        return False
+
+    async def delete_all(self, user_id: UUID, *, now: datetime) -> int:
+        del now  # what Redis still holds is what was live
+        with _session_store_errors():
+            ended = await self._delete_all(
+                keys=[self.user_key(user_id)], args=[self.session_key("")]
+            )
+        return int(ended)
+
+    async def list_for_user(self, user_id: UUID, *, now: datetime) -> list[BrowserSession]:
+        now = _as_utc(now)
+        live = [s for s in await self._sessions_of(user_id) if s.is_live(now)]
+        return sorted(live, key=lambda s: (-s.created_at.timestamp(), s.id_hash))
+
+    async def purge(self, *, now: datetime) -> int:
+        """Nothing to do: Redis expires sessions by themselves. Returns 0."""
+        del now
+        return 0
+
+    async def _sessions_of(self, user_id: UUID) -> list[BrowserSession]:
+        """Every session the user's set still names; members whose session
+        has gone are removed from the set on the way."""
+        user_key = self.user_key(user_id)
+        with _session_store_errors():
+            members = sorted(_text(m) for m in await self._client.smembers(user_key))
+            if not members:
+                return []
+            values = await self._client.mget([self.session_key(m) for m in members])
+            gone = [m for m, raw in zip(members, values, strict=True) if raw is None]
+            if gone:
+                await self._client.srem(user_key, *gone)
+        return [_load(m, raw) for m, raw in zip(members, values, strict=True) if raw is not None]
+
+    def _ms_until(self, moment: datetime) -> int:
+        return math.ceil((_as_utc(moment) - self._clock.now()).total_seconds() * 1000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _dump(session: BrowserSession) -> str:
+    record: dict[str, Any] = {
+        "p": session.public_id,
+        "u": str(session.user_id),
+        "c": _as_utc(session.created_at).isoformat(),
+        "l": _as_utc(session.last_seen_at).isoformat(),
+        "i": _as_utc(session.idle_expires_at).isoformat(),
+        "e": _as_utc(session.expires_at).isoformat(),
+        "ip": session.ip_address,
+        "ua": session.user_agent,
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _load(id_hash: str, raw: bytes | str) -> BrowserSession:
+    record = json.loads(raw)
+    return BrowserSession(
+        id_hash=id_hash,
+        public_id=record["p"],
+        user_id=UUID(record["u"]),
+        created_at=datetime.fromisoformat(record["c"]),
+        last_seen_at=datetime.fromisoformat(record["l"]),
+        idle_expires_at=datetime.fromisoformat(record["i"]),
+        expires_at=datetime.fromisoformat(record["e"]),
+        ip_address=record["ip"],
+        user_agent=record["ua"],
+    )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from uuid import UUID
 
 from bastion.audit import AuditLog
@@ -27,6 +28,12 @@ from bastion.tokens.refresh import RefreshTokenService, looks_like_refresh_token
 logger = logging.getLogger("bastion.revocation")
 
 _Key = tuple[str | None, str, float]
+
+
+class ForgetListener(Protocol):
+    """Called by :meth:`RevocationChecker.forget` with its arguments."""
+
+    def __call__(self, *, jti: str | None, subject: str | None) -> None: ...
 
 
 class RevocationChecker:
@@ -54,6 +61,12 @@ class RevocationChecker:
         self._cache: OrderedDict[_Key, tuple[float, bool]] = OrderedDict()
         self._pending: dict[_Key, asyncio.Future[bool]] = {}
         self._generation = 0  # bumped by forget(): older lookups must not be cached
+        self._listeners: list[ForgetListener] = []
+
+    def add_listener(self, listener: ForgetListener) -> None:
+        """Tell ``listener`` of every :meth:`forget` too: other caches of a
+        user's standing (API keys, :mod:`bastion.api_keys`) drop theirs."""
+        self._listeners.append(listener)
 
     async def is_revoked(self, claims: AccessTokenClaims) -> bool:
         key = (claims.jwt_id, claims.subject, claims.issued_at)
@@ -97,6 +110,8 @@ class RevocationChecker:
         for key in [key for key in self._cache if stale(key)]:
             del self._cache[key]
         self._pending.clear()
+        for listener in self._listeners:
+            listener(jti=jti, subject=subject)
 
 
 class RevocationService:
@@ -117,6 +132,13 @@ class RevocationService:
         self._audit = audit
         self._clock = clock
         self._watermark_life = timedelta(seconds=access_token_ttl + leeway)
+        self._session_enders: list[Callable[[UUID], Awaitable[int]]] = []
+
+    def also_end_sessions_with(self, end_all: Callable[[UUID], Awaitable[int]]) -> None:
+        """:meth:`revoke_everything` also calls ``end_all(user_id)`` (browser
+        sessions: :meth:`bastion.browser_sessions.BrowserSessionService.end_all`)
+        and counts what it ended."""
+        self._session_enders.append(end_all)
 
     async def revoke_access_token(self, claims: AccessTokenClaims) -> None:
         """Denylist the token until its ``exp``; only tokens with a ``jti`` can be."""
@@ -151,7 +173,9 @@ class RevocationService:
 
         The hint only orders the search (§2.1). A refresh token revokes its
         whole family; an access token (already verified by the caller into
-        ``access_token_claims``) is denylisted.
+        ``access_token_claims``) is denylisted. With ``client_id`` (the
+        requesting client), only that client's tokens are revoked (§2.1:
+        "the token was issued to the client making the revocation request").
         """
         del hint  # a refresh token is recognised by its prefix: no search to order
         if looks_like_refresh_token(token):
@@ -162,7 +186,9 @@ class RevocationService:
                     "token.revoked", actor=str(session.user_id), target=str(session.id)
                 )
             return
-        if access_token_claims is not None:
+        if access_token_claims is not None and (
+            client_id is None or access_token_claims.client_id == client_id
+        ):
             await self.revoke_access_token(access_token_claims)
             await self._audit.record("token.revoked", actor=access_token_claims.subject)
 
@@ -172,6 +198,8 @@ class RevocationService:
         """Every refresh family of the user, and every access token issued until
         now (a watermark); returns how many sessions ended."""
         ended = await self._refresh.revoke_all(user_id)
+        for end_all in self._session_enders:
+            ended += await end_all(user_id)
         await self._set_watermark(user_id)
         await self._audit.record(
             "sessions.revoked_all",

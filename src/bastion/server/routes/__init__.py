@@ -6,7 +6,18 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
-from bastion.server.routes import accounts, admin, health, me, revocation, token, well_known
+from bastion.server.routes import (
+    accounts,
+    admin,
+    api_keys,
+    browser_session,
+    health,
+    me,
+    pages,
+    revocation,
+    token,
+    well_known,
+)
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -14,6 +25,17 @@ if TYPE_CHECKING:
 
 def build_router(bastion: "Bastion") -> APIRouter:
     router = APIRouter()
-    for module in (accounts, token, revocation, me, admin, well_known, health):
+    for module in (
+        accounts,
+        token,
+        revocation,
+        browser_session,
+        me,
+        api_keys,
+        admin,
+        well_known,
+        health,
+        pages,
+    ):
         router.include_router(module.build(bastion))
     return router

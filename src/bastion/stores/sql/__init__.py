@@ -14,7 +14,10 @@ Typical wiring::
     await engine.dispose()
 """
 
+from bastion.stores.sql.api_keys import SqlApiKeyStore
 from bastion.stores.sql.audit import SqlAuditStore
+from bastion.stores.sql.browser_sessions import SqlBrowserSessionStore
+from bastion.stores.sql.clients import SqlClientStore
 from bastion.stores.sql.engine import create_engine, create_sessionmaker, normalize_database_url
 from bastion.stores.sql.keys import SqlKeyStore
 from bastion.stores.sql.migrate import current_revision, head_revision, upgrade, upgrade_sync
@@ -24,7 +27,10 @@ from bastion.stores.sql.roles import SqlRoleStore
 from bastion.stores.sql.users import SqlUserStore
 
 __all__ = [
+    "SqlApiKeyStore",
     "SqlAuditStore",
+    "SqlBrowserSessionStore",
+    "SqlClientStore",
     "SqlKeyStore",
     "SqlRefreshTokenStore",
     "SqlRevocationStore",

@@ -32,8 +32,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "NAMING_CONVENTION",
+    "ApiKeyRow",
     "AuditEventRow",
     "Base",
+    "BrowserSessionRow",
+    "OAuthClientRow",
     "RefreshFamilyRow",
     "RefreshTokenRow",
     "RevokedTokenRow",
@@ -307,8 +310,77 @@ class AuditEventRow(Base):
 
 # ------------------------------------------------------------------ API keys
 
+API_KEY_ID_LENGTH = 16
+"""Hex characters of an API key's public id (64 random bits)."""
+API_KEY_NAME_MAX_LENGTH = 100
+
+
+class ApiKeyRow(Base):
+    """An API key (see :class:`~bastion.stores.protocols.ApiKeyRecord`): the
+    SHA-256 of its secret, never the secret. ``permissions`` is a sorted JSON
+    list: it is only ever read whole, with its key."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(API_KEY_ID_LENGTH), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(API_KEY_NAME_MAX_LENGTH))
+    permissions: Mapped[list[str]] = mapped_column(JSON)
+    secret_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
 
 # ------------------------------------------------------------------ OAuth clients
 
+OAUTH_CLIENT_ID_MAX_LENGTH = 64
+CLIENT_NAME_MAX_LENGTH = 200
+
+
+class OAuthClientRow(Base):
+    """An OAuth client (see :class:`~bastion.stores.protocols.OAuthClient`).
+    Grant types, scopes and redirect URIs are short lists read whole with the
+    client, so they are JSON arrays rather than tables. Migration 0004 seeds
+    the built-in public client ``bastion``."""
+
+    __tablename__ = "oauth_clients"
+
+    client_id: Mapped[str] = mapped_column(String(OAUTH_CLIENT_ID_MAX_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(CLIENT_NAME_MAX_LENGTH))
+    secret_hash: Mapped[str | None] = mapped_column(String(TOKEN_HASH_LENGTH))
+    grant_types: Mapped[list[str]] = mapped_column(JSON)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
 
 # ------------------------------------------------------------------ browser sessions
+
+
+PUBLIC_ID_MAX_LENGTH = 32
+"""A browser session's public id: 16 random bytes in base64url (22 characters)."""
+
+
+class BrowserSessionRow(Base):
+    """One signed-in browser (see :class:`~bastion.stores.protocols.BrowserSession`),
+    by the SHA-256 of its cookie value; gone with its user."""
+
+    __tablename__ = "browser_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(PUBLIC_ID_MAX_LENGTH))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ip_address: Mapped[str | None] = mapped_column(String(IP_ADDRESS_MAX_LENGTH))
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX_LENGTH))
