@@ -87,7 +87,12 @@ async def test_metadata_has_the_rfc_8414_fields(
     assert meta["response_types_supported"] == []
     # every permission some role holds: the seeded roles' until an operator changes them
     assert meta["scopes_supported"] == sorted(DOCUMENTED_SCOPES)
-    assert meta["token_endpoint_auth_methods_supported"] == ["none"]
+    assert meta["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+        "none",
+    ]
+    assert "client_credentials" in meta["grant_types_supported"]
     urls = [name for name in meta if name.endswith(("_endpoint", "_uri"))]
     assert {"token_endpoint", "jwks_uri"} <= set(urls)
     for name in urls:

@@ -81,7 +81,7 @@ async def test_metadata_points_at_the_endpoints(client: httpx.AsyncClient) -> No
     assert meta["issuer"] == ISSUER
     assert meta["token_endpoint"] == f"{ISSUER}/oauth/token"
     assert meta["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
-    assert meta["grant_types_supported"] == ["password", "refresh_token"]
+    assert meta["grant_types_supported"] == ["password", "refresh_token", "client_credentials"]
     assert {"profile", "email", "tokens:introspect"} <= set(meta["scopes_supported"])
     jwks = await client.get("/.well-known/jwks.json")
     assert "max-age" in jwks.headers["cache-control"]

@@ -24,10 +24,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
 roles_app = typer.Typer(help="Roles and their permissions.", no_args_is_help=True)
+clients_app = typer.Typer(help="OAuth clients (client id, secret, grants).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(roles_app, name="roles")
+app.add_typer(clients_app, name="clients")
 
 CLI_ACTOR = "cli"
 """The actor audit events name for changes made on the command line."""
@@ -273,6 +275,90 @@ def keys_list() -> None:
     typer.echo("kid\talgorithm\tstate\tcreated\tretired")
     for row in rows:
         typer.echo(row)
+
+
+@clients_app.command("create")
+def clients_create(
+    name: str,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A grant type it may use (repeatable): client_credentials, password, "
+            "refresh_token, authorization_code."
+        ),
+    ] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="A permission it may get for itself (repeatable).")
+    ] = None,
+    redirect_uri: Annotated[
+        list[str] | None, typer.Option(help="A redirection endpoint (repeatable).")
+    ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="No secret (a native or browser app).")
+    ] = False,
+    client_id: Annotated[
+        str | None, typer.Option(help="The id to use instead of a generated bcl_… one.")
+    ] = None,
+) -> None:
+    """Register a client. A confidential client's secret is printed once:
+    only its hash is kept."""
+    issued = _run(
+        lambda b: b.clients.create(
+            name=name,
+            grant_types=grant or [],
+            scopes=scope or [],
+            redirect_uris=redirect_uri or [],
+            public=public,
+            client_id=client_id,
+            actor=CLI_ACTOR,
+        )
+    )
+    kind = "confidential" if issued.secret is not None else "public"
+    typer.echo(f"created {kind} client {issued.client.client_id}")
+    typer.echo(f"client_id: {issued.client.client_id}")
+    if issued.secret is not None:
+        typer.echo(f"client_secret: {issued.secret}")
+        typer.echo("Store the secret now: it is not shown again.")
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """Every client with its grants and scopes; never a secret."""
+    clients = _run(lambda b: b.clients.list_clients())
+    typer.echo("client_id\tname\ttype\tgrants\tscopes\tredirect_uris\tsecret_rotated")
+    for c in clients:
+        kind = "confidential" if c.is_confidential else "public"
+        rotated = c.secret_rotated_at.isoformat() if c.secret_rotated_at else "-"
+        typer.echo(
+            "\t".join(
+                (
+                    c.client_id,
+                    c.name,
+                    kind,
+                    ",".join(sorted(c.grant_types)),
+                    " ".join(sorted(c.scopes)) or "-",
+                    " ".join(c.redirect_uris) or "-",
+                    rotated,
+                )
+            )
+        )
+
+
+@clients_app.command("rotate-secret")
+def clients_rotate_secret(client_id: str) -> None:
+    """Give a confidential client a new secret, printed once; the old one
+    stops working at once."""
+    secret = _run(lambda b: b.clients.rotate_secret(client_id, actor=CLI_ACTOR))
+    typer.echo(f"client_id: {client_id}")
+    typer.echo(f"client_secret: {secret}")
+    typer.echo("Store the secret now: it is not shown again.")
+
+
+@clients_app.command("delete")
+def clients_delete(client_id: str) -> None:
+    """Delete a client; the built-in ``bastion`` client cannot be."""
+    _run(lambda b: b.clients.delete(client_id, actor=CLI_ACTOR))
+    typer.echo(f"deleted client {client_id}")
 
 
 def main() -> None:

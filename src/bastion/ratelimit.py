@@ -10,6 +10,8 @@ policy            default                      counted per
 ``token_account`` ``10/minute``                account, every password checked
 ``register_ip``   ``10/hour``                  client IP, ``/auth/register``
 ``password_change`` ``5/minute``               account, ``POST /me/password``
+``basic_ip``      ``60/minute``                client IP, every HTTP Basic attempt
+``basic_client``  ``20/minute``                client id, failed HTTP Basic attempts
 ================  ===========================  =================================
 
 The strategy is `limits`' moving window: a request passes when fewer than the
@@ -66,11 +68,19 @@ __all__ = [
     "LimitKey",
     "RateLimiter",
     "account_key",
+    "client_key",
     "ip_key",
     "storage_errors",
 ]
 
-POLICIES = ("token_ip", "token_account", "register_ip", "password_change")
+POLICIES = (
+    "token_ip",
+    "token_account",
+    "register_ip",
+    "password_change",
+    "basic_ip",
+    "basic_client",
+)
 """Every policy name; the setting of ``name`` is ``BASTION_RATE_LIMIT_<NAME>``."""
 
 LimitKey = NewType("LimitKey", str)
@@ -105,6 +115,12 @@ def account_key(identifier: str) -> LimitKey:
     """The key of an account identifier (an email as typed, or a user id),
     canonicalised so ``Alice@Example.com`` and ``alice@example.com`` share it."""
     return LimitKey(f"account:{_digest(canonical_email(identifier))}")
+
+
+def client_key(client_id: str) -> LimitKey:
+    """The key of an OAuth client id, exactly as presented (client ids are
+    case-sensitive)."""
+    return LimitKey(f"client:{_digest(client_id)}")
 
 
 @contextmanager
@@ -194,6 +210,21 @@ class RateLimiter:
             return
         with storage_errors():
             if await self._limiter.hit(item, policy, key):
+                return
+            stats = await self._limiter.get_window_stats(item, policy, key)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(retry_after, policy=policy, quota=item.amount, window=item.get_expiry())
+
+    async def check(self, policy: str, key: LimitKey) -> None:
+        """Raise :class:`~bastion.errors.RateLimited` if ``key`` has spent its
+        ``policy`` quota, without counting this request: for policies that
+        count failures only (:meth:`hit` after each) but refuse every attempt
+        once spent."""
+        item = self.policies[policy]
+        if not self.enabled:
+            return
+        with storage_errors():
+            if await self._limiter.test(item, policy, key):
                 return
             stats = await self._limiter.get_window_stats(item, policy, key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))

@@ -54,7 +54,7 @@ from bastion.stores.sql.tables import metadata
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 SEEDED_TABLES: tuple[Table, ...] = tuple(
-    metadata.tables[name] for name in ("roles", "role_parents", "role_permissions")
+    metadata.tables[name] for name in ("roles", "role_parents", "role_permissions", "oauth_clients")
 )
 """Tables the migrations put rows in (parents first); restored after each
 test's emptying."""

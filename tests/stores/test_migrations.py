@@ -85,6 +85,7 @@ async def test_upgrade_from_empty_creates_the_schema(empty_database_url: str) ->
         "api_keys",
         "audit_events",
         "browser_sessions",
+        "oauth_clients",
         "refresh_families",
         "refresh_tokens",
         "revoked_tokens",

@@ -1,10 +1,17 @@
 """The token endpoint's grants (RFC 6749 §4 and §6), without HTTP.
 
 The resource-owner password grant (§4.3) exists for Bastion's own first-party
-login only: RFC 9700 §2.4 says it MUST NOT be used by third-party clients. It
-can be switched off (``BASTION_ALLOW_PASSWORD_GRANT=false``). Every grant that
-logs a user in also starts a refresh-token family (a session), and the
-refresh-token grant (§6) rotates it.
+login only: RFC 9700 §2.4 says it MUST NOT be used by third-party clients, so
+only clients registered for it may use it (the built-in ``bastion`` client by
+default), and it can be switched off (``BASTION_ALLOW_PASSWORD_GRANT=false``).
+Every grant that logs a user in also starts a refresh-token family (a
+session), and the refresh-token grant (§6) rotates it. The client credentials
+grant (§4.4) gives a confidential client a token for itself: no user, no
+roles, no refresh token.
+
+The caller (the token endpoint) has already identified or authenticated the
+client (:meth:`bastion.clients.ClientService.identify`); these methods check
+what that client may do (§5.2 ``unauthorized_client``).
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ from uuid import UUID
 from bastion.accounts import AccountService
 from bastion.audit import AuditLog
 from bastion.authz import AuthorizationService, narrow
-from bastion.errors import InvalidClient, InvalidCredentials, InvalidGrant
+from bastion.authz.permissions import allows
+from bastion.clients import FIRST_PARTY_CLIENT_ID, OAuthClient
+from bastion.errors import InvalidCredentials, InvalidGrant, InvalidScope, UnauthorizedClient
 from bastion.login import PasswordLogin
+from bastion.scopes import parse_scope
 from bastion.tokens.access import AccessTokenIssuer, IssuedToken
 from bastion.tokens.refresh import ClientContext, IssuedRefreshToken, RefreshTokenService
 
-FIRST_PARTY_CLIENT_ID = "bastion"
-"""The built-in public client of Bastion's own login (Swagger UI, CLI, pages)."""
+__all__ = ["FIRST_PARTY_CLIENT_ID", "GrantService", "TokenPair", "session_id_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +64,7 @@ class GrantService:
     @property
     def grant_types(self) -> list[str]:
         password = ["password"] if self.password_grant_enabled else []
-        return [*password, "refresh_token"]
+        return [*password, "refresh_token", "client_credentials"]
 
     async def password(
         self,
@@ -63,10 +72,11 @@ class GrantService:
         username: str,
         password: str,
         scope: str | None,
-        client_id: str | None,
+        client: OAuthClient,
         context: ClientContext,
     ) -> TokenPair:
-        client_id = _first_party(client_id)
+        """RFC 6749 §4.3, for clients registered for it only (RFC 9700 §2.4)."""
+        client_id = _may_use(client, "password").client_id
         try:
             user = await self._login.verify(
                 username=username, password=password, client_id=client_id, ip=context.ip_address
@@ -96,12 +106,15 @@ class GrantService:
         *,
         refresh_token: str,
         scope: str | None,
-        client_id: str | None,
+        client: OAuthClient,
         context: ClientContext,
     ) -> TokenPair:
-        """RFC 6749 §6, with rotation: the answer carries a new refresh token."""
+        """RFC 6749 §6, with rotation: the answer carries a new refresh token.
+        The token is bound to the client it was issued to: another client's
+        is ``invalid_grant``."""
+        client_id = _may_use(client, "refresh_token").client_id
         refresh = await self._refresh.rotate(
-            refresh_token, client_id=_first_party(client_id), scope=scope, context=context
+            refresh_token, client_id=client_id, scope=scope, context=context
         )
         user_id = refresh.session.user_id
         if await self._accounts.get_active_user(user_id) is None:
@@ -121,6 +134,38 @@ class GrantService:
         )
         return pair
 
+    async def client_credentials(
+        self, *, client: OAuthClient, scope: str | None, context: ClientContext
+    ) -> IssuedToken:
+        """RFC 6749 §4.4: an access token for the client itself.
+
+        Confidential clients only (§4.4: "MUST only be used by confidential
+        clients"), registered for the grant. The scope is the requested one
+        when the client's allowed scopes grant all of it, every allowed scope
+        when none is requested (§3.3), and ``invalid_scope`` when any requested
+        scope is not allowed: a service asking for more than it was given is
+        misconfigured, and a silently narrower token would fail later and
+        further from the cause. No refresh token (§4.4.3): the client can
+        always ask again."""
+        if not client.is_confidential:
+            raise UnauthorizedClient("Only confidential clients may use client_credentials.")
+        _may_use(client, "client_credentials")
+        wanted = parse_scope(scope)
+        if any(not allows(client.scopes, s) for s in wanted):
+            raise InvalidScope("The client may not request some of these scopes.")
+        scopes = narrow(wanted, client.scopes) if wanted else client.scopes
+        token = await self._issuer.issue(
+            subject=client.client_id, scopes=scopes, client_id=client.client_id
+        )
+        await self._audit.record(
+            "token.client_credentials",
+            actor=client.client_id,
+            target=token.jti,
+            ip=context.ip_address,
+            scope=token.scope,
+        )
+        return token
+
     async def _access_token(
         self, refresh: IssuedRefreshToken, roles: frozenset[str], scopes: frozenset[str]
     ) -> IssuedToken:
@@ -134,11 +179,11 @@ class GrantService:
         )
 
 
-def _first_party(client_id: str | None) -> str:
-    client_id = client_id or FIRST_PARTY_CLIENT_ID
-    if client_id != FIRST_PARTY_CLIENT_ID:
-        raise InvalidClient("Unknown client.")
-    return client_id
+def _may_use(client: OAuthClient, grant_type: str) -> OAuthClient:
+    """RFC 6749 §5.2 ``unauthorized_client``: the grant is not one of the client's."""
+    if grant_type not in client.grant_types:
+        raise UnauthorizedClient(f"This client may not use the {grant_type} grant.")
+    return client
 
 
 def session_id_of(claims_sid: object) -> UUID | None:

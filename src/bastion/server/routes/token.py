@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion.errors import BastionError, InvalidRequest, RateLimited, UnsupportedGrantType
 from bastion.ratelimit import ip_key
+from bastion.server.client_auth import read_client_credentials
 from bastion.server.context import client_context
 from bastion.server.errors import (
     NO_STORE,
@@ -76,6 +77,27 @@ def _unsupported(grant: str) -> UnsupportedGrantType:
     return UnsupportedGrantType()
 
 
+PARAMETERS = (
+    "grant_type",
+    "username",
+    "password",
+    "refresh_token",
+    "scope",
+    "client_id",
+    "client_secret",
+)
+
+
+async def reject_repeated(request: Request, names: tuple[str, ...] = PARAMETERS) -> None:
+    """RFC 6749 §3.2: parameters "MUST NOT be included more than once"; a
+    repeated one (``grant_type=password&grant_type=client_credentials``) is
+    ``invalid_request`` rather than whichever value a parser keeps."""
+    form = await request.form()  # already parsed for the route: cached
+    for name in names:
+        if len(form.getlist(name)) > 1:
+            raise InvalidRequest(f"The {name} parameter is repeated.")
+
+
 def _required(name: str, value: str | None) -> str:
     if not value:
         raise InvalidRequest(f"The {name} parameter is missing.")
@@ -88,6 +110,7 @@ def build(bastion: "Bastion") -> APIRouter:
     @router.post(
         "/token",
         response_model=TokenResponse,
+        response_model_exclude_none=True,
         responses={
             400: {"model": OAuthErrorBody, "description": "RFC 6749 §5.2 error"},
             401: {"model": OAuthErrorBody, "description": "invalid_client"},
@@ -111,6 +134,13 @@ def build(bastion: "Bastion") -> APIRouter:
         login only (RFC 9700 §2.4); third-party apps get other grants.
         ``grant_type=refresh_token`` (§6) spends the refresh token and returns
         its successor; a spent one presented again revokes its whole family.
+        ``grant_type=client_credentials`` (§4.4) gives a confidential client an
+        access token for itself, without a refresh token.
+
+        Clients authenticate with ``Authorization: Basic`` (id and secret
+        form-urlencoded, then base64: §2.3.1) or with ``client_id`` and
+        ``client_secret`` fields, never both. Public clients send ``client_id``
+        alone; none at all means Bastion's own client, ``bastion``.
 
         Every request counts against the client address's limit; a password
         also against the account's, and against its failed-login lockout.
@@ -120,25 +150,37 @@ def build(bastion: "Bastion") -> APIRouter:
         fields = (grant_type, username, password, refresh_token, scope, client_id, client_secret)
         if any(value is not None and len(value) > MAX_FIELD for value in fields):
             raise InvalidRequest("A parameter is too long.")
+        await reject_repeated(request)
+        credentials = read_client_credentials(
+            request.headers.get("authorization"), client_id, client_secret
+        )
         grant = _required("grant_type", grant_type)
-        if grant == "password" and bastion.grants.password_grant_enabled:
+        if grant not in bastion.grants.grant_types:
+            raise _unsupported(grant)
+        client = await bastion.clients.identify(credentials.client_id, credentials.secret)
+        response.headers.update(NO_STORE)
+        if grant == "client_credentials":
+            token = await bastion.grants.client_credentials(
+                client=client, scope=scope, context=context
+            )
+            return TokenResponse(
+                access_token=token.access_token, expires_in=token.expires_in, scope=token.scope
+            )
+        if grant == "password":
             pair = await bastion.grants.password(
                 username=_required("username", username),
                 password=_required("password", password),
                 scope=scope,
-                client_id=client_id,
-                context=context,
-            )
-        elif grant == "refresh_token":
-            pair = await bastion.grants.refresh_token(
-                refresh_token=_required("refresh_token", refresh_token),
-                scope=scope,
-                client_id=client_id,
+                client=client,
                 context=context,
             )
         else:
-            raise _unsupported(grant)
-        response.headers.update(NO_STORE)
+            pair = await bastion.grants.refresh_token(
+                refresh_token=_required("refresh_token", refresh_token),
+                scope=scope,
+                client=client,
+                context=context,
+            )
         return TokenResponse(
             access_token=pair.access.access_token,
             expires_in=pair.access.expires_in,

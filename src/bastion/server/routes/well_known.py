@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Response
 
+from bastion.server.client_auth import AUTH_METHODS
+
 if TYPE_CHECKING:
     from bastion.core import Bastion
 
@@ -41,10 +43,14 @@ def build(bastion: "Bastion") -> APIRouter:
                     for p in role.permissions
                 }
             ),
-            "token_endpoint_auth_methods_supported": ["none"],
+            # "none": public clients such as the built-in `bastion` (RFC 8414 §2).
+            "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
             "revocation_endpoint": f"{issuer}/oauth/revoke",
-            "revocation_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
             "introspection_endpoint": f"{issuer}/oauth/introspect",
+            # Registered client authentication methods only (RFC 8414 §2); a
+            # bearer token with `tokens:introspect` works too (RFC 7662 §2.1).
+            "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
         }
 
     return router
