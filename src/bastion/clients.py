@@ -215,14 +215,15 @@ class ClientService:
         With a secret, the client authenticates. Without one, only a public
         client may be named (confidential clients MUST authenticate, §3.2.1);
         without an id at all, the built-in ``bastion`` client is meant (the
-        first-party login sends none). :class:`InvalidClient` otherwise."""
+        first-party login sends none). :class:`InvalidClient` otherwise, with
+        the same text whatever was wrong, so ids cannot be probed."""
         if secret is not None:
             return await self.authenticate(client_id or "", secret)
         client = await self.find(client_id if client_id is not None else FIRST_PARTY_CLIENT_ID)
         if client is None:
-            raise InvalidClient("Unknown client.")
+            raise InvalidClient(_GENERIC)
         if client.is_confidential:
-            raise InvalidClient("This client must authenticate.")
+            raise InvalidClient(_GENERIC)
         return client
 
 

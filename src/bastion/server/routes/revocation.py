@@ -141,7 +141,7 @@ def build(bastion: "Bastion") -> APIRouter:
         if not credentials.presented:
             raise not_authenticated_error()
         if credentials.secret is None:  # a public client proves nothing
-            raise InvalidClient("Client authentication is required here.")
+            raise InvalidClient()
         client = await bastion.clients.authenticate(credentials.client_id or "", credentials.secret)
         if not allows(client.scopes, INTROSPECT_SCOPE):
             raise InsufficientScope([INTROSPECT_SCOPE])
