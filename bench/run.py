@@ -193,43 +193,45 @@ def server_env(tmp: Path, port: int, redis_url: str | None = None) -> dict[str, 
     return env
 
 
-def start_server(tmp: Path, cpu: int | None, redis_url: str | None = None) -> Server:
-    """Start the bench app with its database, key file and log in ``tmp``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = server_env(tmp, port, redis_url)
-    asyncio.run(upgrade(env["BASTION_DATABASE_URL"]))
-    command = on_cpu(
-        cpu,
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "bench.app:create_bench_app",
-            "--app-dir",
-            str(REPO),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--lifespan",
-            "on",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--no-server-header",
-            "--no-proxy-headers",
-        ],
-    )
-    log = tmp / "server.log"
+UVICORN_FLAGS = (
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--lifespan",
+    "on",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--no-server-header",
+    "--no-proxy-headers",
+)
+"""How every benchmarked server runs: uvloop, httptools, no access log."""
+
+
+def uvicorn_command(
+    app: str,
+    port: int,
+    *,
+    python: str = sys.executable,
+    app_dir: Path = REPO,
+    workers: int = 1,
+) -> list[str]:
+    """``python -m uvicorn --factory APP`` on ``port`` with :data:`UVICORN_FLAGS`."""
+    command = [python, "-m", "uvicorn", "--factory", app, "--app-dir", str(app_dir)]
+    command += ["--host", HOST, "--port", str(port), *UVICORN_FLAGS]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    return command
+
+
+def launch(command: list[str], cwd: Path, env: dict[str, str], port: int) -> Server:
+    """Start ``command`` in ``cwd`` (its log there too) and wait until
+    ``/health`` answers 200, for at most 30 s."""
+    log = cwd / "server.log"
     with log.open("wb") as out:
         # cwd is the temp dir so that no .env of the developer's is read.
-        process = subprocess.Popen(command, cwd=tmp, env=env, stdout=out, stderr=out)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=out)
     server = Server(process, f"http://{HOST}:{port}", log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -243,6 +245,15 @@ def start_server(tmp: Path, cpu: int | None, redis_url: str | None = None) -> Se
         time.sleep(0.1)
     stop_server(server)
     raise RuntimeError(f"the server did not answer /health within 30 s:\n{server.log_tail()}")
+
+
+def start_server(tmp: Path, cpu: int | None, redis_url: str | None = None) -> Server:
+    """Start the bench app with its database, key file and log in ``tmp``."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = server_env(tmp, port, redis_url)
+    asyncio.run(upgrade(env["BASTION_DATABASE_URL"]))
+    return launch(on_cpu(cpu, uvicorn_command("bench.app:create_bench_app", port)), tmp, env, port)
 
 
 def stop_server(server: Server) -> None:
