@@ -38,7 +38,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 from uuid import UUID
 
@@ -452,7 +452,7 @@ class ApiKeyService:
             raise InvalidInput("expires_at must be in the future.")
         if expires_at > now + self.max_ttl:
             raise InvalidInput(f"An API key may live at most {self.max_ttl.days} days.")
-        return expires_at
+        return expires_at.astimezone(UTC)
 
 
 # ------------------------------------------------------------------ helpers
