@@ -44,9 +44,10 @@ from pydantic import SecretStr
 MIN_SECRET_LENGTH = 12
 SECRET_SHAPES = re.compile(
     r"brt_[A-Za-z0-9_-]{43}"
+    r"|bst_[0-9a-f]{16}_[A-Za-z0-9_-]{43}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
 )
-"""Bastion's refresh tokens and any JWS compact serialisation of JSON."""
+"""Bastion's refresh tokens and API keys, and any JWS compact serialisation of JSON."""
 
 REQUEST_FIELDS = frozenset(
     {"password", "current_password", "new_password", "refresh_token", "client_secret", "token"}
