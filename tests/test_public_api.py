@@ -8,6 +8,7 @@ import bastion.testing
 
 DOCUMENTED = {
     "AccessTokenClaims",
+    "ApiKeyGuard",
     "AuthenticationError",
     "AuthorizationError",
     "Bastion",
@@ -19,6 +20,7 @@ DOCUMENTED = {
     "EmailAlreadyRegistered",
     "FrozenClock",
     "InsufficientScope",
+    "InvalidApiKey",
     "InvalidCredentials",
     "InvalidToken",
     "KeySource",

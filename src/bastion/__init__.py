@@ -11,6 +11,7 @@ from __future__ import annotations
 from bastion._version import __version__
 from bastion.clock import Clock, FrozenClock, SystemClock
 from bastion.core import Bastion
+from bastion.credentials.api_key import ApiKeyGuard
 from bastion.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -19,6 +20,7 @@ from bastion.errors import (
     Conflict,
     EmailAlreadyRegistered,
     InsufficientScope,
+    InvalidApiKey,
     InvalidCredentials,
     InvalidToken,
     OAuthError,
@@ -32,6 +34,7 @@ from bastion.settings import Settings
 
 __all__ = [
     "AccessTokenClaims",
+    "ApiKeyGuard",
     "AuthenticationError",
     "AuthorizationError",
     "Bastion",
@@ -43,6 +46,7 @@ __all__ = [
     "EmailAlreadyRegistered",
     "FrozenClock",
     "InsufficientScope",
+    "InvalidApiKey",
     "InvalidCredentials",
     "InvalidToken",
     "KeySource",
