@@ -59,7 +59,6 @@ UNDOCUMENTED: dict[str, frozenset[int]] = {
     "GET /me/sessions": frozenset({401}),
     "DELETE /me/sessions/{session_id}": frozenset({401}),
     "POST /me/sessions/revoke-all": frozenset({401}),
-    "POST /oauth/revoke": frozenset({401}),  # invalid_client for an unknown client_id
 }
 """Operation → status codes it answers without documenting them."""
 

@@ -113,7 +113,10 @@ def build(bastion: "Bastion") -> APIRouter:
         "/introspect",
         responses={
             400: {"model": OAuthErrorBody},
-            401: {"model": Problem, "description": "No bearer and no client, or invalid_client"},
+            401: {
+                "model": Problem | OAuthErrorBody,
+                "description": "No bearer (problem details), or invalid_client (RFC 6749 §5.2)",
+            },
             403: {"model": Problem},
         },
     )
