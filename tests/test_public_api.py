@@ -8,6 +8,7 @@ import bastion.testing
 
 DOCUMENTED = {
     "AccessTokenClaims",
+    "AnyPrincipal",
     "ApiKeyGuard",
     "AuthenticationError",
     "AuthorizationError",
@@ -17,8 +18,10 @@ DOCUMENTED = {
     "Clock",
     "ConfigurationError",
     "Conflict",
+    "CsrfRejected",
     "EmailAlreadyRegistered",
     "FrozenClock",
+    "HttpBasicGuard",
     "InsufficientScope",
     "InvalidApiKey",
     "InvalidCredentials",
@@ -28,6 +31,7 @@ DOCUMENTED = {
     "PasswordRejected",
     "Principal",
     "RemoteJWKS",
+    "SessionGuard",
     "Settings",
     "SystemClock",
     "TokenVerifier",

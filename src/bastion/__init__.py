@@ -11,13 +11,17 @@ from __future__ import annotations
 from bastion._version import __version__
 from bastion.clock import Clock, FrozenClock, SystemClock
 from bastion.core import Bastion
+from bastion.credentials.any import AnyPrincipal
 from bastion.credentials.api_key import ApiKeyGuard
+from bastion.credentials.basic import HttpBasicGuard
+from bastion.credentials.session_cookie import SessionGuard
 from bastion.errors import (
     AuthenticationError,
     AuthorizationError,
     BastionError,
     ConfigurationError,
     Conflict,
+    CsrfRejected,
     EmailAlreadyRegistered,
     InsufficientScope,
     InvalidApiKey,
@@ -34,6 +38,7 @@ from bastion.settings import Settings
 
 __all__ = [
     "AccessTokenClaims",
+    "AnyPrincipal",
     "ApiKeyGuard",
     "AuthenticationError",
     "AuthorizationError",
@@ -43,8 +48,10 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Conflict",
+    "CsrfRejected",
     "EmailAlreadyRegistered",
     "FrozenClock",
+    "HttpBasicGuard",
     "InsufficientScope",
     "InvalidApiKey",
     "InvalidCredentials",
@@ -54,6 +61,7 @@ __all__ = [
     "PasswordRejected",
     "Principal",
     "RemoteJWKS",
+    "SessionGuard",
     "Settings",
     "SystemClock",
     "TokenVerifier",
