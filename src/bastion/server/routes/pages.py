@@ -108,14 +108,18 @@ def build(bastion: "Bastion") -> APIRouter:
             raise LoginRequired(here, expired=False)
         return caller
 
-    async def actor(request: Request) -> SessionCaller:
-        """The caller of a POST action, after every CSRF proof: the origin
-        first (so a cross-site request is refused whether or not the browser
-        sent the cookie), then the session, then its token."""
+    def check_origin(request: Request) -> None:
+        """:class:`CsrfRejected` unless the request comes from a trusted origin."""
         try:
             service.check_origin(request.headers.get("origin"), request.headers.get("referer"))
         except CsrfRejected as exc:
             raise CsrfRejected(f"{exc.detail} {REFUSED}") from None
+
+    async def actor(request: Request) -> SessionCaller:
+        """The caller of a POST action, after every CSRF proof: the origin
+        first (so a cross-site request is refused whether or not the browser
+        sent the cookie), then the session, then its token."""
+        check_origin(request)
         try:
             caller = await guard.caller(request)
         except HTTPException as exc:
@@ -205,7 +209,7 @@ def build(bastion: "Bastion") -> APIRouter:
         """Check the origin (login CSRF), then the password through the one
         login path (limits, lockout, audit); a new session replaces any the
         browser had (no fixation)."""
-        service.check_origin(request.headers.get("origin"), request.headers.get("referer"))
+        check_origin(request)
         form = await read_form(request)
         email = (_field(form, "email") or "").strip()
         password = _field(form, "password") or ""
