@@ -29,6 +29,13 @@ $(VENV)/.chromium: $(BIN)/python
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	touch $@
 
+# nginx for tests/test_nginx_config.py (docs/nginx/bastion.conf in front of
+# bastion serve); the test itself never installs anything.
+$(VENV)/.nginx: $(BIN)/python
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+	touch $@
+
 serve: $(VENV)/.runtime
 	$(BIN)/bastion db upgrade
 	$(BIN)/bastion serve
@@ -42,7 +49,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy src
 
-pytest: $(VENV)/.dev $(VENV)/.chromium
+pytest: $(VENV)/.dev $(VENV)/.chromium $(VENV)/.nginx
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev

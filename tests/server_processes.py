@@ -108,10 +108,17 @@ def servers(count: int, env: Mapping[str, str], cwd: Path) -> Iterator[list[Serv
             server.stop()
 
 
-def run_cli(env: Mapping[str, str], cwd: Path, *args: str) -> str:
-    """Run one ``bastion`` command to completion; its standard output."""
+def run_cli(env: Mapping[str, str], cwd: Path, *args: str, stdin: str | None = None) -> str:
+    """Run one ``bastion`` command to completion (``stdin`` as its input); its
+    standard output."""
     done = subprocess.run(
-        [*BASTION, *args], env=dict(env), cwd=cwd, capture_output=True, text=True, check=False
+        [*BASTION, *args],
+        env=dict(env),
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise AssertionError(f"bastion {' '.join(args)} exited {done.returncode}: {done.stderr}")
