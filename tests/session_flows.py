@@ -108,12 +108,26 @@ def probe_router(bastion: Bastion, calls: list[str]) -> APIRouter:
             "session_id": principal.session_id,
         }
 
-    @router.api_route("/session", methods=["GET", *PROBE_METHODS])
     async def session_plain(
         request: Request, principal: Annotated[Principal, Security(session)]
     ) -> dict[str, Any]:
         calls.append(f"session {request.method}")
         return described(principal)
+
+    async def any_plain(
+        request: Request, principal: Annotated[Principal, Security(anyone)]
+    ) -> dict[str, Any]:
+        calls.append(f"any {request.method}")
+        return described(principal)
+
+    for method in ("GET", *PROBE_METHODS):
+        for path, endpoint in (("/session", session_plain), ("/any", any_plain)):
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                operation_id=f"probe{path.replace('/', '_')}_{method.lower()}",
+            )
 
     @router.post("/session/form")
     async def session_form(
@@ -139,13 +153,6 @@ def probe_router(bastion: Bastion, calls: list[str]) -> APIRouter:
     async def session_admin(
         principal: Annotated[Principal, Security(session, scopes=["users:admin"])],
     ) -> dict[str, Any]:
-        return described(principal)
-
-    @router.api_route("/any", methods=["GET", *PROBE_METHODS])
-    async def any_plain(
-        request: Request, principal: Annotated[Principal, Security(anyone)]
-    ) -> dict[str, Any]:
-        calls.append(f"any {request.method}")
         return described(principal)
 
     @router.get("/any/profile")

@@ -4,15 +4,23 @@ rotation at login, logout, and what else ends a session."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 
 from bastion.clock import FrozenClock
 from bastion.core import Bastion
+from bastion.errors import ConfigurationError
 from bastion.server.app import create_app
+from bastion.settings import Settings
+from bastion.stores.memory import MemoryBrowserSessionStore
+from bastion.stores.redis import RedisBrowserSessionStore
+from bastion.stores.sql import SqlBrowserSessionStore
+from tests.backends import delete_keys, redis_connection, redis_url
 from tests.conftest import PASSWORD
 from tests.http_checks import assert_problem
 from tests.session_flows import (
@@ -23,7 +31,7 @@ from tests.session_flows import (
     session_login,
     set_cookies,
 )
-from tests.token_flows import audit_events, bearer
+from tests.token_flows import audit_events, bearer, http_client, register, running
 
 pytestmark = pytest.mark.anyio
 
@@ -356,9 +364,14 @@ async def test_get_never_changes_state(
 
 
 async def test_sessions_are_listed_with_the_current_one_marked(
-    client: httpx.AsyncClient, login: SessionLogin, registered: dict[str, str], bastion: Bastion
+    client: httpx.AsyncClient,
+    login: SessionLogin,
+    registered: dict[str, str],
+    bastion: Bastion,
+    clock: FrozenClock,
 ) -> None:
     """list(): every live session, newest first, the asking one marked, no secrets."""
+    clock.advance(1)
     other = await session_login(
         client, registered["email"], PASSWORD, headers={"User-Agent": "Firefox"}
     )
@@ -392,3 +405,108 @@ async def test_purge_removes_dead_sessions(
     clock.advance(IDLE)
     assert (await bastion.purge())["browser_sessions"] == 1
     assert (await bastion.purge())["browser_sessions"] == 0
+
+
+# ------------------------------------------------------------------ settings and store choice
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"session_cookie_name": "bastion_session"}, "BASTION_SESSION_COOKIE_NAME"),
+        ({"session_cookie_name": "__Secure-bastion"}, "BASTION_SESSION_COOKIE_NAME"),
+        ({"session_cookie_secure": False}, "BASTION_SESSION_COOKIE_SECURE"),
+    ],
+)
+def test_production_refuses_a_weak_session_cookie(
+    make_settings: Callable[..., Settings], overrides: dict[str, object], problem: str
+) -> None:
+    """Production names the cookie setting that loses the __Host- guarantees."""
+    settings = make_settings(mode="production", issuer="https://auth.example.com", **overrides)
+    assert any(problem in line for line in settings.production_problems())
+    with pytest.raises(ConfigurationError, match=problem):
+        settings.check_production()
+    make_settings(**overrides).check_production()  # development allows it
+    default = make_settings(mode="production", issuer="https://auth.example.com")
+    assert not any("SESSION" in line for line in default.production_problems())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"csrf_trusted_origins": "https://app.example.com/login"},
+        {"csrf_trusted_origins": "app.example.com"},
+        {"session_idle_timeout": 10},
+        {"session_absolute_timeout": 10**9},
+        {"session_cookie_name": "bad name;"},
+        {"session_store": "files"},
+    ],
+)
+def test_bad_session_settings_are_refused(
+    make_settings: Callable[..., Settings], overrides: dict[str, object]
+) -> None:
+    """Out-of-range timeouts, cookie names that are not tokens, non-origins: refused."""
+    with pytest.raises(ValidationError):
+        make_settings(**overrides)
+
+
+def test_the_idle_timeout_never_exceeds_the_absolute_one(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An idle timeout longer than the absolute one is cut to it."""
+    settings = make_settings(session_idle_timeout=7200, session_absolute_timeout=3600)
+    assert settings.session_idle_timeout == 3600
+
+
+@pytest.mark.parametrize(
+    ("overrides", "store"),
+    [
+        ({}, SqlBrowserSessionStore),
+        ({"session_store": "memory"}, MemoryBrowserSessionStore),
+        (
+            {"session_store": "auto", "redis_url": "redis://127.0.0.1:6379/0"},
+            RedisBrowserSessionStore,
+        ),
+    ],
+)
+def test_the_session_store_follows_the_settings(
+    make_settings: Callable[..., Settings], overrides: dict[str, object], store: type
+) -> None:
+    """auto: Redis when configured, else SQL; memory only when asked for."""
+    assert isinstance(Bastion(make_settings(**overrides)).browser_session_store, store)
+
+
+def test_a_redis_session_store_needs_redis(make_settings: Callable[..., Settings]) -> None:
+    """BASTION_SESSION_STORE=redis without BASTION_REDIS_URL refuses to start."""
+    with pytest.raises(ConfigurationError, match="BASTION_SESSION_STORE"):
+        Bastion(make_settings(session_store="redis"))
+
+
+@pytest.mark.redis
+async def test_the_whole_flow_over_a_redis_store(
+    make_settings: Callable[..., Settings], clock: FrozenClock
+) -> None:
+    """Login, use, rotation and logout with sessions in Redis."""
+    prefix = f"bastion-test-{uuid.uuid4().hex[:12]}:"
+    async with redis_connection() as redis:
+        settings = make_settings(
+            redis_url=redis_url(),
+            session_redis_prefix=prefix + "session:",
+            rate_limit_key_prefix=prefix + "limits",
+            revocation_store="sql",
+        )
+        try:
+            async with running(settings, clock) as bastion, http_client(bastion) as http:
+                assert isinstance(bastion.browser_session_store, RedisBrowserSessionStore)
+                await register(http, "redis@example.com")
+                first = await session_login(http, "redis@example.com", PASSWORD)
+                second = await session_login(
+                    http, "redis@example.com", PASSWORD, cookie=first.cookie
+                )
+                assert_session_refused(await current(http, first.cookie))
+                assert (await current(http, second.cookie)).status_code == 200
+                response = await http.delete("/auth/session", headers=second.headers())
+                assert response.status_code == 204
+                assert_session_refused(await current(http, second.cookie))
+        finally:
+            await delete_keys(redis, f"{prefix}*")
