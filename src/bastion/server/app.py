@@ -97,7 +97,9 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            # X-CSRF-Token: a single-page app on a trusted origin sends it with
+            # cookie-authenticated writes (bastion.csrf).
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-CSRF-Token"],
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
