@@ -510,3 +510,23 @@ async def test_the_whole_flow_over_a_redis_store(
                 assert_session_refused(await current(http, second.cookie))
         finally:
             await delete_keys(redis, f"{prefix}*")
+
+
+async def test_session_logins_share_the_login_limits(
+    make_settings: Callable[..., Settings], clock: FrozenClock
+) -> None:
+    """The per-IP login limit (token_ip) counts session logins too: past it, 429
+    with Retry-After, and no cookie."""
+    settings = make_settings(rate_limits_enabled=True, rate_limit_token_ip="2/minute")
+    async with running(settings, clock) as bastion, http_client(bastion) as http:
+        await register(http, "limited@example.com")
+        for _ in range(2):
+            await session_login(http, "limited@example.com", PASSWORD)
+        response = await http.post(
+            "/auth/session",
+            json={"email": "limited@example.com", "password": PASSWORD},
+            headers=SAME_ORIGIN,
+        )
+        assert_problem(response, 429, PASSWORD)
+        assert int(response.headers["retry-after"]) > 0
+        assert "set-cookie" not in response.headers
