@@ -38,7 +38,7 @@ from bastion.errors import ConfigurationError
 from bastion.guard import BearerGuard, TokenVerifier
 from bastion.keys import LocalKeyManager
 from bastion.lockout import Lockout
-from bastion.login import PasswordLogin
+from bastion.login import PasswordChange, PasswordLogin
 from bastion.password_policy import PasswordPolicy
 from bastion.passwords import PasswordHasher
 from bastion.ratelimit import RateLimiter
@@ -167,6 +167,9 @@ class Bastion:
             clock,
             access_token_ttl=settings.access_token_ttl,
             leeway=settings.token_leeway,
+        )
+        self.password_change = PasswordChange(
+            self.accounts, self.audit, self.limiter, self.lockout, self.revocations
         )
         # The server's own routes verify strictly: signature and claims, and
         # also the denylist and watermarks (see RevocationChecker).

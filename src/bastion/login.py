@@ -1,5 +1,5 @@
-"""The password check that every login shares: the token endpoint's password
-grant and the browser session login (form or JSON).
+"""The password checks that every way in shares: logins (the token endpoint's
+password grant, the browser session login) and password changes.
 
 One place decides what a login attempt costs and leaves behind: the lockout and
 the per-account limit are consulted before the password is hashed (a refused
@@ -20,6 +20,8 @@ from bastion.stores.protocols import User
 
 if TYPE_CHECKING:
     from bastion.lockout import Lockout
+    from bastion.ratelimit import RateLimiter
+    from bastion.tokens.revocation import RevocationService
 
 
 class PasswordLogin:
@@ -47,3 +49,39 @@ class PasswordLogin:
                 "login.failed", account=account_key(username), client_id=client_id, ip=ip
             )
             raise
+
+
+class PasswordChange:
+    """Changing a password, the one way both ``POST /me/password`` and the
+    account page do it.
+
+    The proof of the current password counts as a login of the account from
+    the caller's address (a stolen session must not become an unthrottled
+    password oracle), and is rate-limited per account. Afterwards every
+    session and every access token issued until now ends, this caller's
+    included: whoever knew the old password is out (ASVS v4.0.3 §3.3.3).
+    """
+
+    def __init__(
+        self,
+        accounts: AccountService,
+        audit: AuditLog,
+        limiter: RateLimiter,
+        lockout: Lockout,
+        revocations: RevocationService,
+    ) -> None:
+        self._accounts = accounts
+        self._audit = audit
+        self._limiter = limiter
+        self._lockout = lockout
+        self._revocations = revocations
+
+    async def change(self, user: User, *, current: str, new: str, ip: str | None) -> None:
+        """Raises :class:`InvalidCredentials` for a wrong current password,
+        :class:`~bastion.errors.PasswordRejected` for a refused new one and
+        :class:`~bastion.errors.RateLimited`; nothing changes then."""
+        await self._limiter.hit("password_change", account_key(user.email))
+        async with self._lockout.attempt(user.email, ip, policy=None, subject=str(user.id)):
+            await self._accounts.change_password(user, current=current, new=new)
+        await self._revocations.revoke_everything(user.id, reason="password_changed")
+        await self._audit.record("password.changed", actor=str(user.id), target=str(user.id))

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Request, Security, status
 
 from bastion.errors import AuthorizationError, InvalidCredentials
 from bastion.guard import Principal, invalid_token_error
-from bastion.ratelimit import account_key
 from bastion.server.context import client_context
 from bastion.server.schemas import (
     PasswordChangeRequest,
@@ -87,17 +86,13 @@ def build(bastion: "Bastion") -> APIRouter:
         failed login of the account from the caller's address (lockout)."""
         _, user = caller
         ip = client_context(request, bastion.trusted_proxies).ip_address
-        await bastion.limiter.hit("password_change", account_key(user.email))
         try:
-            async with bastion.lockout.attempt(user.email, ip, policy=None, subject=str(user.id)):
-                await bastion.accounts.change_password(
-                    user, current=body.current_password, new=body.new_password
-                )
+            await bastion.password_change.change(
+                user, current=body.current_password, new=body.new_password, ip=ip
+            )
         except InvalidCredentials as exc:
             # 403, not 401: the token is fine, the proof of the old password is not.
             raise AuthorizationError(exc.detail) from None
-        await bastion.revocations.revoke_everything(user.id, reason="password_changed")
-        await bastion.audit.record("password.changed", actor=str(user.id), target=str(user.id))
 
     @router.get("/sessions", response_model=list[SessionOut])
     async def sessions(caller: Caller) -> list[SessionOut]:

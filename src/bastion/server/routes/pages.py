@@ -50,7 +50,6 @@ from bastion.errors import (
     NotFound,
     RateLimited,
 )
-from bastion.ratelimit import account_key
 from bastion.server.context import client_context
 from bastion.server.errors import rate_limit_headers
 from bastion.server.html import NO_STORE, LoginRequired, Pages, page_route_class, safe_next
@@ -364,16 +363,12 @@ def build(bastion: "Bastion") -> APIRouter:
                 raise InvalidInput("Enter your current password and a new one.")
             if len(current) > MAX_PASSWORD or len(new) > MAX_PASSWORD:
                 raise InvalidInput("The password is too long.")
-            await bastion.limiter.hit("password_change", account_key(user.email))
-            async with bastion.lockout.attempt(user.email, ip, policy=None, subject=str(user.id)):
-                await bastion.accounts.change_password(user, current=current, new=new)
+            await bastion.password_change.change(user, current=current, new=new, ip=ip)
         except InvalidCredentials as exc:
             # 403, as POST /me/password: the session is fine, the proof is not.
             return await refused(request, caller, AuthorizationError(exc.detail))
         except (InvalidInput, RateLimited) as exc:
             return await refused(request, caller, exc)
-        await bastion.revocations.revoke_everything(user.id, reason="password_changed")
-        await bastion.audit.record("password.changed", actor=str(user.id), target=str(user.id))
         response = _see_other(request, "/login?done=password_changed")
         clear_session_cookie(response, settings)
         return response
