@@ -339,15 +339,11 @@ class Settings(BaseSettings):
         "cookie requests and the session login; empty: the issuer's origin.",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _split_csrf_origins(cls, data: object) -> object:
-        """Accept ``BASTION_CSRF_TRUSTED_ORIGINS=https://a,https://b``."""
-        if isinstance(data, dict) and isinstance(data.get("csrf_trusted_origins"), str):
-            raw: str = data["csrf_trusted_origins"]
-            origins = [v.strip() for v in raw.replace(" ", ",").split(",") if v.strip()]
-            data = {**data, "csrf_trusted_origins": origins}
-        return data
+    pages_enabled: bool = Field(
+        default=True,
+        description="The server-rendered /login, /logout and /account pages; an embedding "
+        "application with its own pages turns them off.",
+    )
 
     @model_validator(mode="after")
     def _check_sessions(self) -> Settings:
@@ -380,9 +376,15 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
-        """Accept ``BASTION_CORS_ORIGINS=https://a,https://b`` as well as a list."""
+        """Accept ``BASTION_CORS_ORIGINS=https://a,https://b`` (and the other
+        lists) as well as a list."""
         if isinstance(data, dict):
-            for name in ("cors_origins", "default_roles", "trusted_proxies"):
+            for name in (
+                "cors_origins",
+                "default_roles",
+                "trusted_proxies",
+                "csrf_trusted_origins",
+            ):
                 raw = data.get(name)
                 if isinstance(raw, str):
                     data = {

@@ -35,7 +35,8 @@ def build_router(bastion: "Bastion") -> APIRouter:
         admin,
         well_known,
         health,
-        pages,
     ):
         router.include_router(module.build(bastion))
+    if bastion.settings.pages_enabled:
+        router.include_router(pages.build(bastion))
     return router
