@@ -12,8 +12,8 @@ Screenshots go to ``BASTION_TEST_SCREENSHOTS`` (``test-artifacts/screenshots``
 by default, git-ignored).
 """
 
-# No `from __future__ import annotations`: FastAPI must resolve the signature
-# of the resource route in call_with_api_key, which refers to a local guard.
+from __future__ import annotations
+
 import asyncio
 import os
 import re
@@ -21,15 +21,12 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Security
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from bastion import Bastion, Settings, install_error_handlers
-from bastion.guard import Principal
 from tests.conftest import TEST_SECRET
 from tests.server_processes import (
     HOST,
@@ -158,41 +155,6 @@ def login(page: Page, email: str, password: str = PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"/account$"))
-
-
-def call_with_api_key(server: ServerProcess, key: str, path: str = "/whoami") -> httpx.Response:
-    """``GET path`` with ``X-API-Key: key`` on a resource server that embeds
-    Bastion over the same database as ``server`` (the standalone server's
-    own routes take bearer tokens; an embedding app guards its routes with
-    ``bastion.api_key_principal``). Runs on a thread of its own, like
-    :func:`_wait`."""
-
-    async def call() -> httpx.Response:
-        settings = Settings(
-            _env_file=None,
-            database_url=f"sqlite+aiosqlite:///{server.log.parent / 'bastion.db'}",
-            secret_key=TEST_SECRET,
-            issuer=server.url,
-            rate_limits_enabled=False,
-            purge_interval=0,
-        )
-        bastion = Bastion(settings)
-        app = FastAPI()
-        install_error_handlers(app)
-
-        @app.get("/whoami")
-        async def whoami(
-            principal: Annotated[Principal, Security(bastion.api_key_principal)],
-        ) -> dict[str, object]:
-            return {"subject": principal.subject, "scopes": sorted(principal.scopes)}
-
-        async with bastion.lifespan():
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=server.url) as api:
-                return await api.get(path, headers={"X-API-Key": key})
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, call()).result()
 
 
 def screenshot(page: Page, name: str) -> Path:

@@ -21,6 +21,8 @@ from bastion.clock import FrozenClock
 from bastion.core import Bastion
 from bastion.settings import Settings
 from tests.http_checks import assert_problem, bearer_challenge
+from tests.secrets_in_logs import register
+from tests.session_flows import cookie_header, session_login
 
 pytestmark = pytest.mark.anyio
 
@@ -333,3 +335,45 @@ async def test_other_methods_are_405(
     )
     assert_problem(response, 405, access_token)
     assert response.headers["allow"] == "GET"
+
+
+# ------------------------------------------------------------------ other credentials
+
+
+async def test_me_answers_an_api_key_and_a_browser_session_too(
+    client: httpx.AsyncClient, registered: dict[str, str], access_token: str
+) -> None:
+    """GET /me takes any credential of the user that holds `profile`: the same
+    account comes back for a bearer token, an API key and a session cookie."""
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    created = await client.post(
+        "/me/api-keys", json={"name": "me", "permissions": ["profile"]}, headers=bearer
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    register(key)
+    session = await session_login(client, registered["email"], registered["password"])
+
+    by_token = await client.get("/me", headers=bearer)
+    by_key = await client.get("/me", headers={"X-API-Key": key})
+    by_cookie = await client.get("/me", headers=cookie_header(session.cookie))
+    assert by_token.status_code == by_key.status_code == by_cookie.status_code == 200
+    assert by_token.json() == by_key.json() == by_cookie.json()
+
+
+async def test_me_refuses_an_api_key_without_profile(
+    client: httpx.AsyncClient, access_token: str
+) -> None:
+    """An API key scoped to something else is a valid credential without the
+    scope: 403 insufficient_scope, not the account."""
+    created = await client.post(
+        "/me/api-keys",
+        json={"name": "email only", "permissions": ["email"]},
+        headers={"Authorization": f"Bearer {access_token}"},
+    )
+    key = created.json()["key"]
+    register(key)
+    response = await client.get("/me", headers={"X-API-Key": key})
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    assert 'scope="profile"' in response.headers["www-authenticate"]

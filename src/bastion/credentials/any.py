@@ -14,7 +14,7 @@ the answer is 401, and the next one is *not* tried, so a broken token cannot
 be papered over by an ambient cookie, and a request that carries a bearer
 token or an API key is not a cookie request (no CSRF check: a browser never
 attaches those by itself). An ``Authorization`` header with another scheme
-than ``Bearer`` is refused the same way.
+than ``Bearer`` is refused too, with the bare ``Bearer`` challenge.
 
 OpenAPI lists each scheme as an alternative (the operation's ``security`` is
 a list of one requirement per scheme, any one of which suffices): the
@@ -39,7 +39,6 @@ from bastion.guard import (
     BearerGuard,
     Principal,
     PrincipalDependency,
-    invalid_token_error,
     not_authenticated_error,
     require_permissions_of,
     require_roles_of,
@@ -127,8 +126,11 @@ class AnyPrincipal:
     ) -> Principal | None:
         if "authorization" in request.headers:
             principal = await self._bearer(request, security_scopes)
-            if principal is None:  # an Authorization header, but not a bearer token
-                raise invalid_token_error()
+            if principal is None:
+                # An Authorization header, but no bearer token in it: 401 all
+                # the same (no fall-through), with the bare challenge RFC 6750
+                # §3.1 asks for when no bearer credential came.
+                raise not_authenticated_error()
             return principal
         if self.api_key is not None and self.api_key.presented(request) is not None:
             principal = await self.api_key(request, security_scopes)

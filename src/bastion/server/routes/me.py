@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request, Security, status
 
 from bastion.errors import AuthorizationError, InvalidCredentials
-from bastion.guard import Principal, invalid_token_error
+from bastion.guard import Principal, PrincipalSource, invalid_token_error
 from bastion.server.context import client_context
 from bastion.server.schemas import (
     PasswordChangeRequest,
@@ -31,16 +31,19 @@ if TYPE_CHECKING:
 
 
 def current_user_dependency(
-    bastion: "Bastion", scopes: list[str]
+    bastion: "Bastion", scopes: list[str], source: PrincipalSource | None = None
 ) -> Callable[[Principal], Awaitable[tuple[Principal, User]]]:
     """A dependency giving the caller's principal and their (active) account.
 
-    A token that outlived its user (deleted or disabled since) is a bad token:
-    401 ``invalid_token`` (RFC 6750 §3.1), never 404.
+    ``source`` is the credential dependency, a bearer token by default. A
+    credential that outlived its user (deleted or disabled since) is a bad
+    one: 401 ``invalid_token`` (RFC 6750 §3.1), never 404.
     """
 
     async def current_user(
-        principal: Annotated[Principal, Security(bastion.current_principal, scopes=scopes)],
+        principal: Annotated[
+            Principal, Security(source or bastion.current_principal, scopes=scopes)
+        ],
     ) -> tuple[Principal, User]:
         try:
             user_id = UUID(principal.subject)
@@ -58,12 +61,14 @@ def build(bastion: "Bastion") -> APIRouter:
     router = APIRouter(prefix="/me", tags=["me"])
     Caller = Annotated[tuple[Principal, User], Depends(current_user_dependency(bastion, []))]
     ProfileCaller = Annotated[
-        tuple[Principal, User], Depends(current_user_dependency(bastion, ["profile"]))
+        tuple[Principal, User],
+        Depends(current_user_dependency(bastion, ["profile"], bastion.any_principal)),
     ]
 
     @router.get("", response_model=UserOut)
     async def me(caller: ProfileCaller) -> UserOut:
-        """The user the token belongs to."""
+        """The caller's account. Any credential of theirs will do: a bearer
+        token, an API key or a browser session, each holding ``profile``."""
         return UserOut.of(caller[1])
 
     @router.post(
