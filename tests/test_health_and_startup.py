@@ -132,6 +132,7 @@ async def test_health_reports_both_dependencies_up(
 )
 async def test_health_names_the_dependency_that_is_down(
     make_settings: Callable[..., Settings],
+    pg_url: str,  # skips (or fails in CI) without PostgreSQL
     live_redis: str,
     database: str,
     redis: str | None,
