@@ -302,9 +302,14 @@ async def test_openapi_has_the_password_flow_to_the_token_endpoint(
 
 
 async def test_openapi_me_requires_the_profile_scope(openapi: dict[str, Any]) -> None:
-    """``/me`` lists the password-flow scheme with the ``profile`` scope."""
+    """``GET /me`` lists its three ways in as alternatives, each with the
+    ``profile`` scope: the password-flow scheme, the API key, the session."""
     (name,) = password_flow_schemes(openapi)
-    assert openapi["paths"]["/me"]["get"]["security"] == [{name: ["profile"]}]
+    assert openapi["paths"]["/me"]["get"]["security"] == [
+        {name: ["profile"]},
+        {"bastion_api_key": ["profile"]},
+        {"bastion_session": ["profile"]},
+    ]
 
 
 @pytest.mark.parametrize(

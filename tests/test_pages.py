@@ -291,11 +291,13 @@ async def test_pages_can_be_turned_off_for_embedding_apps(
     make_settings: Callable[..., Settings], clock: FrozenClock
 ) -> None:
     """BASTION_PAGES_ENABLED=false leaves /login, /account and /static unrouted (404)."""
-    async with running(make_settings(pages_enabled=False), clock) as instance:
-        async with http_client(instance) as http:
-            for path in ("/login", "/logout", "/account", "/static/bastion.css"):
-                assert (await http.get(path)).status_code == 404, path
-            assert (await http.get("/health")).status_code == 200
+    async with (
+        running(make_settings(pages_enabled=False), clock) as instance,
+        http_client(instance) as http,
+    ):
+        for path in ("/login", "/logout", "/account", "/static/bastion.css"):
+            assert (await http.get(path)).status_code == 404, path
+        assert (await http.get("/health")).status_code == 200
 
 
 async def test_the_stylesheet_and_icon_are_served_and_nothing_else(
