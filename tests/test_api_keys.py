@@ -615,3 +615,43 @@ async def test_a_key_of_another_user_authenticates_as_that_user_only(
     principal = await bastion.api_keys.authenticate(daves["key"])
     assert (principal.subject, principal.scopes) == (dave.id, {"email"})
     assert UUID(principal.subject) == dave.uuid
+
+
+async def test_a_narrow_token_cannot_mint_or_rotate_a_broader_key(
+    client: httpx.AsyncClient, registered: dict[str, str], access_token: str
+) -> None:
+    """A key never carries more than the credential making it: a token narrowed
+    to `profile` gets 403 for a key with `email`, and cannot rotate (and so
+    reveal) such a key made by a full token; nothing is created."""
+    broad = await create(client, access_token, permissions=["profile", "email"])
+    narrow = (await login(client, registered["email"], registered["password"], scope="profile"))[
+        "access_token"
+    ]
+    minted = await client.post(
+        "/me/api-keys", json={"name": "k", "permissions": ["email"]}, headers=bearer(narrow)
+    )
+    assert_problem(minted, 403)
+    rotated = await client.post(f"/me/api-keys/{broad['id']}/rotate", headers=bearer(narrow))
+    assert_problem(rotated, 403)
+    assert [key["id"] for key in await listed(client, access_token)] == [broad["id"]]
+    assert (await create(client, narrow, permissions=["profile"]))["permissions"] == ["profile"]
+
+
+async def test_a_password_change_revokes_every_key(
+    client: httpx.AsyncClient, bastion: Bastion, registered: dict[str, str], access_token: str
+) -> None:
+    """A key made with the old password does not outlive it: after the change
+    every key of the user is refused."""
+    created = await create(client, access_token)
+    changed = await client.post(
+        "/me/password",
+        json={
+            "current_password": registered["password"],
+            "new_password": "a new and long passphrase",
+        },
+        headers=bearer(access_token),
+    )
+    assert changed.status_code == 204, changed.text
+    register("a new and long passphrase")
+    with pytest.raises(InvalidApiKey):
+        await bastion.api_keys.authenticate(created["key"])

@@ -876,6 +876,12 @@ KEY_BAD_INPUT = [
         "An API key may live at most 365 days.",
     ),
     (
+        "superscript digit",
+        {"name": "k", "permissions": "profile", "expires_in_days": "\u00b2"},
+        422,
+        "Choose an expiry from the list.",
+    ),
+    (
         "huge expiry",
         {"name": "k", "permissions": "profile", "expires_in_days": "9" * 40},
         422,

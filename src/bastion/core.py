@@ -168,9 +168,6 @@ class Bastion:
             access_token_ttl=settings.access_token_ttl,
             leeway=settings.token_leeway,
         )
-        self.password_change = PasswordChange(
-            self.accounts, self.audit, self.limiter, self.lockout, self.revocations
-        )
         # The server's own routes verify strictly: signature and claims, and
         # also the denylist and watermarks (see RevocationChecker).
         self.verifier = TokenVerifier(
@@ -217,6 +214,10 @@ class Bastion:
         """Requires an API key: 401 without one."""
         self.optional_api_key_principal = self.api_key_principal.optional()
         """``None`` without an API key, 401 for a bad one (for ``any_principal``)."""
+
+        self.password_change = PasswordChange(
+            self.accounts, self.audit, self.limiter, self.lockout, self.revocations, self.api_keys
+        )
 
         # ---- OAuth clients and HTTP Basic (bastion.clients)
         self.client_store = SqlClientStore(sessions)

@@ -19,6 +19,7 @@ from bastion.ratelimit import account_key
 from bastion.stores.protocols import User
 
 if TYPE_CHECKING:
+    from bastion.api_keys import ApiKeyService
     from bastion.lockout import Lockout
     from bastion.ratelimit import RateLimiter
     from bastion.tokens.revocation import RevocationService
@@ -59,7 +60,8 @@ class PasswordChange:
     the caller's address (a stolen session must not become an unthrottled
     password oracle), and is rate-limited per account. Afterwards every
     session and every access token issued until now ends, this caller's
-    included: whoever knew the old password is out (ASVS v4.0.3 §3.3.3).
+    included, and every API key of the user: whoever knew the old password
+    is out (ASVS v4.0.3 §3.3.3), with no key they made left behind.
     """
 
     def __init__(
@@ -69,12 +71,14 @@ class PasswordChange:
         limiter: RateLimiter,
         lockout: Lockout,
         revocations: RevocationService,
+        api_keys: ApiKeyService,
     ) -> None:
         self._accounts = accounts
         self._audit = audit
         self._limiter = limiter
         self._lockout = lockout
         self._revocations = revocations
+        self._api_keys = api_keys
 
     async def change(self, user: User, *, current: str, new: str, ip: str | None) -> None:
         """Raises :class:`InvalidCredentials` for a wrong current password,
@@ -84,4 +88,6 @@ class PasswordChange:
         async with self._lockout.attempt(user.email, ip, policy=None, subject=str(user.id)):
             await self._accounts.change_password(user, current=current, new=new)
         await self._revocations.revoke_everything(user.id, reason="password_changed")
+        # API keys too: one made with the old password must not outlive it.
+        await self._api_keys.revoke_all_for_user(user.id, actor=str(user.id))
         await self._audit.record("password.changed", actor=str(user.id), target=str(user.id))

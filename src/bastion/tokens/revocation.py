@@ -197,10 +197,12 @@ class RevocationService:
     ) -> int:
         """Every refresh family of the user, and every access token issued until
         now (a watermark); returns how many sessions ended."""
+        # The watermark first: if a session store fails below, every access
+        # token issued until now is already dead (strict mode).
+        await self._set_watermark(user_id)
         ended = await self._refresh.revoke_all(user_id)
         for end_all in self._session_enders:
             ended += await end_all(user_id)
-        await self._set_watermark(user_id)
         await self._audit.record(
             "sessions.revoked_all",
             actor=actor,

@@ -11,6 +11,7 @@ which the account page calls too; this module only maps HTTP onto it.
 
 # No `from __future__ import annotations`: FastAPI must resolve the route
 # signatures at runtime, and they refer to the local `bastion`.
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -19,8 +20,8 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from bastion.api_keys import MAX_PERMISSIONS, IssuedApiKey, prefix_of
-from bastion.authz.permissions import MAX_PERMISSION_LENGTH
-from bastion.errors import NotFound
+from bastion.authz.permissions import MAX_PERMISSION_LENGTH, allows
+from bastion.errors import AuthorizationError, NotFound
 from bastion.guard import Principal
 from bastion.server.errors import NO_STORE
 from bastion.server.routes.me import current_user_dependency
@@ -96,6 +97,14 @@ class RevokedApiKeys(BaseModel):
     revoked: int
 
 
+def _within_credential(principal: Principal, permissions: Iterable[str]) -> None:
+    """A key never carries more than the credential that makes it: a token
+    narrowed to ``profile`` must not mint (or, by rotating, reveal) a key with
+    all of its owner's permissions. The owner's own limit is the service's."""
+    if not all(allows(principal.scopes, permission) for permission in permissions):
+        raise AuthorizationError("The key would hold permissions this credential does not carry.")
+
+
 def build(bastion: "Bastion") -> APIRouter:
     router = APIRouter(tags=["api keys"], responses=PROBLEMS)
     Caller = Annotated[tuple[Principal, User], Depends(current_user_dependency(bastion, []))]
@@ -117,7 +126,8 @@ def build(bastion: "Bastion") -> APIRouter:
     ) -> ApiKeyCreated:
         """Create a key; the answer holds it, once. Its permissions must be
         ones the caller holds now (403 otherwise)."""
-        _, user = caller
+        principal, user = caller
+        _within_credential(principal, body.permissions)
         issued = await service.create(
             user.id,
             body.name,
@@ -151,7 +161,8 @@ def build(bastion: "Bastion") -> APIRouter:
     ) -> ApiKeyCreated:
         """Replace a key by a new one (new id and secret; same name,
         permissions and expiry); the old one stops working in the same step."""
-        _, user = caller
+        principal, user = caller
+        _within_credential(principal, (await service.get(key_id, owner=user.id)).permissions)
         issued = await service.rotate(key_id, owner=user.id)
         response.headers.update(NO_STORE)
         return ApiKeyCreated.issued(issued)

@@ -317,7 +317,7 @@ def build(bastion: "Bastion") -> APIRouter:
         permissions = [p for p in form.getlist("permissions") if isinstance(p, str)]
         expiry = _field(form, "expires_in_days") or ""
         try:
-            if expiry and (not expiry.isdigit() or len(expiry) > 5):
+            if expiry and (not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 5):
                 raise InvalidInput("Choose an expiry from the list.")
             issued = await bastion.api_keys.create(
                 caller.user.id,
