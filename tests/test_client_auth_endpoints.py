@@ -65,7 +65,9 @@ async def test_a_client_revokes_its_own_refresh_token(
     client: httpx.AsyncClient, bastion: Bastion, registered: dict[str, str], method: str
 ) -> None:
     """A confidential client's refresh token, revoked by it, ends the session."""
-    app = await new_client(bastion, grants=["password", "refresh_token"])
+    app = await new_client(
+        bastion, grants=["password", "refresh_token"], scopes=["profile", "email"]
+    )
     tokens = await login(
         client,
         registered["email"],

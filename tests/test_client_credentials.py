@@ -302,7 +302,9 @@ async def test_the_password_grant_needs_a_client_registered_for_it(
     )
     assert_oauth_error(refused, 400, "unauthorized_client", registered["password"])
 
-    app = await new_client(bastion, grants=["password", "refresh_token"])
+    app = await new_client(
+        bastion, grants=["password", "refresh_token"], scopes=["profile", "email"]
+    )
     ok = await client.post("/oauth/token", data=form, headers=basic(app.client_id, app.secret))
     assert ok.status_code == 200, ok.text
     claims = await bastion.verifier.verify(ok.json()["access_token"])
@@ -319,7 +321,9 @@ async def test_a_refresh_token_presented_by_another_client_is_invalid_grant(
     """§6: a refresh token is bound to its client: another (authenticated)
     client gets ``invalid_grant`` and the token stays usable by its owner."""
     tokens = await login(client, registered["email"], registered["password"])
-    thief = await new_client(bastion, grants=["password", "refresh_token"])
+    thief = await new_client(
+        bastion, grants=["password", "refresh_token"], scopes=["profile", "email"]
+    )
     stolen = await refresh(
         client, tokens["refresh_token"], headers=basic(thief.client_id, thief.secret)
     )
@@ -332,7 +336,9 @@ async def test_a_confidential_clients_refresh_needs_its_secret(
 ) -> None:
     """A confidential client's refresh token is refused without client
     authentication (``invalid_client``) and accepted with it."""
-    app = await new_client(bastion, grants=["password", "refresh_token"])
+    app = await new_client(
+        bastion, grants=["password", "refresh_token"], scopes=["profile", "email"]
+    )
     tokens = await login(
         client,
         registered["email"],
@@ -354,7 +360,7 @@ async def test_a_client_without_the_refresh_grant_is_unauthorized_client(
     client: httpx.AsyncClient, bastion: Bastion, registered: dict[str, str]
 ) -> None:
     """A client registered for the password grant only cannot refresh."""
-    app = await new_client(bastion, grants=["password"])
+    app = await new_client(bastion, grants=["password"], scopes=["profile", "email"])
     headers = basic(app.client_id, app.secret)
     tokens = await login(client, registered["email"], registered["password"], headers=headers)
     assert "refresh_token" in tokens
@@ -370,3 +376,32 @@ async def test_repeated_grant_type_is_invalid_request(client: httpx.AsyncClient)
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert_oauth_error(response, 400, "invalid_request")
+
+
+async def test_a_password_clients_user_tokens_stay_within_the_clients_scopes(
+    client: httpx.AsyncClient, bastion: Bastion, registered: dict[str, str]
+) -> None:
+    """A user's token issued to a third-party password client carries only the
+    scopes the client is registered for and no roles, at login and at refresh;
+    a client registered for none of the user's permissions gets invalid_scope."""
+    app = await new_client(bastion, grants=["password", "refresh_token"], scopes=["profile"])
+    headers = basic(app.client_id, app.secret)
+    tokens = await login(client, registered["email"], registered["password"], headers=headers)
+    claims = await bastion.verifier.verify(tokens["access_token"])
+    assert (claims.scopes, claims.roles) == (frozenset({"profile"}), ())
+    renewed = await refresh(client, tokens["refresh_token"], headers=headers)
+    assert renewed.status_code == 200, renewed.text
+    claims = await bastion.verifier.verify(renewed.json()["access_token"])
+    assert (claims.scopes, claims.roles) == (frozenset({"profile"}), ())
+
+    unrelated = await new_client(bastion, grants=["password"], scopes=["content:read"])
+    refused = await client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "username": registered["email"],
+            "password": registered["password"],
+        },
+        headers=basic(unrelated.client_id, unrelated.secret),
+    )
+    assert_oauth_error(refused, 400, "invalid_scope", registered["password"])

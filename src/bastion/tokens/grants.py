@@ -87,6 +87,7 @@ class GrantService:
         # them when none is asked; invalid_scope only when nothing is left.
         # Checked after the password, so scopes tell a stranger nothing.
         roles, scopes = await self._authz.grant_scopes(user.id, scope)
+        roles, scopes = _limited_to_client(client, roles, scopes)
         refresh = await self._refresh.start(
             user_id=user.id, client_id=client_id, scopes=scopes, context=context
         )
@@ -123,8 +124,10 @@ class GrantService:
         # Roles are read afresh at every refresh: a role taken away since the
         # login narrows the new token instead of living on in the session.
         effective = await self._authz.effective(user_id)
-        scopes = narrow(refresh.scopes, effective.permissions)
-        pair = TokenPair(await self._access_token(refresh, effective.roles, scopes), refresh)
+        roles, scopes = _limited_to_client(
+            client, effective.roles, narrow(refresh.scopes, effective.permissions)
+        )
+        pair = TokenPair(await self._access_token(refresh, roles, scopes), refresh)
         await self._audit.record(
             "token.refreshed",
             actor=str(user_id),
@@ -194,3 +197,19 @@ def session_id_of(claims_sid: object) -> UUID | None:
         return UUID(claims_sid)
     except ValueError:
         return None
+
+
+def _limited_to_client(
+    client: OAuthClient, roles: frozenset[str], scopes: frozenset[str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """A user's token issued to a client other than Bastion's own carries no
+    more than that client is registered for: its scopes are narrowed to the
+    client's (``invalid_scope`` when nothing is left, RFC 6749 §3.3), and it
+    carries no roles, which would admit it to role-guarded routes whatever
+    its scope says."""
+    if client.client_id == FIRST_PARTY_CLIENT_ID:
+        return roles, scopes
+    limited = narrow(scopes, client.scopes)
+    if not limited:
+        raise InvalidScope("The client may not be granted any of these scopes.")
+    return frozenset(), limited
