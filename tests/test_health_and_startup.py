@@ -343,18 +343,26 @@ class LateRelay:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._accepted: set[asyncio.StreamWriter] = set()
 
     async def listen(self) -> None:
         self._server = await asyncio.start_server(self._relay, HOST, self.port)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        # Every accepted connection is closed here, whatever happens, so none
+        # outlives the test (an unclosed one is a ResourceWarning at exit).
+        self._accepted.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
         pipes = [
             asyncio.create_task(self._pipe(reader, up_writer)),
             asyncio.create_task(self._pipe(up_reader, writer)),
         ]
         self._pipes.update(pipes)
-        await asyncio.gather(*pipes)
+        await asyncio.gather(*pipes, return_exceptions=True)
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -374,6 +382,8 @@ class LateRelay:
         for pipe in self._pipes:
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+        for writer in self._accepted:
+            writer.close()
 
 
 async def test_startup_waits_for_a_late_postgres(
