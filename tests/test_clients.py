@@ -105,6 +105,7 @@ BAD_CREATE: list[Any] = [
     pytest.param({"client_id": "a\x00b"}, id="id-nul"),
     pytest.param({"client_id": "a\tb"}, id="id-tab"),
     pytest.param({"client_id": " padded"}, id="id-leading-space"),
+    pytest.param({"client_id": "0b6f1a9e-3c55-4d3f-9c1e-2f0e5a7d8b11"}, id="id-shaped-like-a-user"),
     pytest.param({"name": ""}, id="name-empty"),
     pytest.param({"name": "   "}, id="name-blank"),
     pytest.param({"name": "n" * 201}, id="name-too-long"),

@@ -152,6 +152,18 @@ async def test_right_credentials_give_a_basic_principal(
     }
 
 
+async def test_a_client_not_registered_for_client_credentials_is_refused(
+    enabled: Bastion,
+) -> None:
+    """Basic stands in for a client-credentials token: a login app (password
+    grant only) is 401 with the right secret."""
+    app = await new_client(enabled, grants=["password"], scopes=["content:read"])
+    async with http_for(enabled) as http:
+        response = await http.get("/internal/whoami", headers=basic(app.client_id, app.secret))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [

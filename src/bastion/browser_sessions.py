@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from bastion.audit import AuditLog
+from bastion.clients import FIRST_PARTY_CLIENT_ID
 from bastion.clock import Clock
 from bastion.csrf import TOKEN_MISMATCH, OriginPolicy, csrf_token_for, token_matches
 from bastion.errors import CsrfRejected, NotFound
@@ -194,7 +195,7 @@ class BrowserSessionService:
         if self._limiter is not None:
             await self._limiter.hit("token_ip", ip_key(ip))
         user = await self._login.verify(
-            username=username, password=password, client_id="bastion", ip=ip
+            username=username, password=password, client_id=FIRST_PARTY_CLIENT_ID, ip=ip
         )
         if previous_cookie:
             await self.end(previous_cookie, reason="login")
@@ -204,7 +205,7 @@ class BrowserSessionService:
             actor=str(user.id),
             target=started.session.public_id,
             method="session",
-            client_id="bastion",
+            client_id=FIRST_PARTY_CLIENT_ID,
             ip=ip,
         )
         return started

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Final
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from bastion.audit import AuditLog
 from bastion.authz.permissions import validate_permissions
@@ -237,7 +238,19 @@ def _checked_client_id(client_id: str) -> str:
             f"A client id must be 1 to {MAX_CLIENT_ID_LENGTH} printable ASCII characters "
             "(RFC 6749 Appendix A.1), without leading or trailing spaces."
         )
+    if _looks_like_a_user_id(client_id):
+        # A client's own tokens carry sub=client_id; a user-shaped id would
+        # make them pass for that user's tokens (/me, watermarks).
+        raise InvalidInput("A client id must not have the shape of a user id (a UUID).")
     return client_id
+
+
+def _looks_like_a_user_id(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _checked_name(name: str) -> str:

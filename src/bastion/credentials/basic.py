@@ -145,6 +145,11 @@ class HttpBasicGuard(SecurityBase):
         except ServiceUnavailable:
             logger.warning("HTTP Basic: client store unavailable; refusing", exc_info=True)
             raise HTTPException(503, ServiceUnavailable.default_detail) from None
+        if "client_credentials" not in client.grant_types:
+            # Basic stands in for a client-credentials token: a client not
+            # registered for that grant (a login app, say) is no caller here.
+            logger.debug("HTTP Basic refused: client not registered for client_credentials")
+            raise self._unauthorized(INVALID)
         required = security_scopes.scopes
         if required and not client.scopes.issuperset(required):
             logger.debug("HTTP Basic client lacks scopes %s", required)

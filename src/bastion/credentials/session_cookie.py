@@ -48,6 +48,7 @@ from fastapi.openapi.models import APIKey, APIKeyIn
 from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 
+from bastion.clients import FIRST_PARTY_CLIENT_ID
 from bastion.csrf import CSRF_FIELD, CSRF_HEADER, is_safe_method
 from bastion.errors import CsrfRejected, ServiceUnavailable
 from bastion.guard import (
@@ -234,7 +235,7 @@ class SessionGuard(SecurityBase):
             subject=str(user.id),
             scopes=effective.permissions,
             roles=tuple(sorted(effective.roles)),
-            client_id="bastion",
+            client_id=FIRST_PARTY_CLIENT_ID,
             claims=None,
             token_id=None,
             auth_method="session",
