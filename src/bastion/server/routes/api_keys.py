@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from bastion.api_keys import MAX_PERMISSIONS, IssuedApiKey, prefix_of
-from bastion.authz.permissions import MAX_PERMISSION_LENGTH, allows
+from bastion.authz.permissions import MAX_PERMISSION_LENGTH, allows, validate_permission
 from bastion.errors import AuthorizationError, NotFound
 from bastion.guard import Principal
 from bastion.server.errors import NO_STORE
@@ -101,7 +101,8 @@ def _within_credential(principal: Principal, permissions: Iterable[str]) -> None
     """A key never carries more than the credential that makes it: a token
     narrowed to ``profile`` must not mint (or, by rotating, reveal) a key with
     all of its owner's permissions. The owner's own limit is the service's."""
-    if not all(allows(principal.scopes, permission) for permission in permissions):
+    checked = [validate_permission(permission) for permission in permissions]  # 422 first
+    if not all(allows(principal.scopes, permission) for permission in checked):
         raise AuthorizationError("The key would hold permissions this credential does not carry.")
 
 
